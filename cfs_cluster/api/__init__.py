@@ -1,0 +1,5 @@
+"""The HTTP API: thin routers over the node's replication and liveness services."""
+
+from .app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,59 @@
+"""Builds the ASGI application for one node."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.types import ASGIApp
+
+from .. import __version__
+from ..errors import CfsError
+from ..forwarding import RELAY_PATH
+from ..node import Node
+from . import clientfailover, cluster
+from .errors import install_error_handlers, render
+from .frontdoor import FrontDoor
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("cfs.api")
+
+
+def create_app(node: Node) -> ASGIApp:
+    """The FastAPI app behind the front door; the lifespan starts and stops the node."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.stop()
+
+    app = FastAPI(
+        title="cfs_cluster — Client Failover Service",
+        version=__version__,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.state.node = node
+    install_error_handlers(app)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("Unexpected error on %s %s", request.method, request.url.path)
+        return render(CfsError(f"Internal error: {type(exc).__name__}"))
+
+    app.add_exception_handler(Exception, on_unexpected)
+    app.include_router(clientfailover.router)
+    app.include_router(cluster.router)
+    
+    def templates() -> list[str]:
+        # Included routers are nested objects in current FastAPI; the OpenAPI document lists
+        # every public path template with its prefix already applied.
+        return [*app.openapi()["paths"].keys(), RELAY_PATH]
+
+    return FrontDoor(app, node, templates)

@@ -1,0 +1,153 @@
+"""Follower -> leader relay for leader-only work (heartbeats).
+
+Heartbeats arriving at a follower are coalesced for ``linger`` seconds into one batch and
+posted to the leader's internal endpoint over a kept-alive connection. A batch that hits a
+leader change is retried once against the new leader; heartbeats are idempotent (they only
+refresh liveness), so a retry is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+import httpx
+
+from .errors import CfsError, NotFound, TooManyRequests, Unavailable
+from .liveness import HeartbeatAnswer, HeartbeatReport
+from .replication import Replicator
+from .wire import ClientRole
+
+__all__ = ["RELAY_HEADER", "Relay", "relay_token"]
+
+log = logging.getLogger("cfs.forwarding")
+
+RELAY_PATH = "/_cluster/heartbeats"
+RELAY_HEADER = "x-cfs-relay"
+MAX_BATCH = 512
+_ERRORS: dict[int, type[CfsError]] = {404: NotFound, 429: TooManyRequests}
+
+
+def relay_token(raft_password: str | None) -> str:
+    """The shared secret followers present to the leader's internal endpoint."""
+    key = (raft_password or "cfs-dev-cluster").encode()
+    return hmac.new(key, b"cfs-relay-v1", hashlib.sha256).hexdigest()
+
+
+def encode_report(r: HeartbeatReport) -> list[Any]:
+    return [r.group_id, r.session_id, r.score, r.last_data_processed, r.heartbeat_time]
+
+
+def decode_report(item: list[Any]) -> HeartbeatReport:
+    group_id, session_id, score, ldpt, hb_time = item
+    return HeartbeatReport(str(group_id), str(session_id), float(score), ldpt, hb_time)
+
+
+def encode_answer(a: HeartbeatAnswer) -> list[Any]:
+    return [int(a.role), a.last_data_processed, a.epoch, a.valid_for, a.timeout]
+
+
+def decode_answer(item: list[Any]) -> HeartbeatAnswer:
+    role, ldpt, epoch, valid_for, timeout = item
+    return HeartbeatAnswer(ClientRole(role), int(ldpt), int(epoch), int(valid_for), int(timeout))
+
+
+class Relay:
+    def __init__(
+        self, replicator: Replicator, token: str, linger: float, timeout: float
+    ) -> None:
+        self._replicator = replicator
+        self._token = token
+        self._linger = linger
+        self._timeout = timeout
+        self._queue: list[tuple[HeartbeatReport, asyncio.Future[HeartbeatAnswer]]] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._client = httpx.AsyncClient(
+            timeout=timeout, limits=httpx.Limits(max_keepalive_connections=8)
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.relayed = 0
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[HeartbeatAnswer] = loop.create_future()
+        self._queue.append((report, future))
+        if len(self._queue) >= MAX_BATCH:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = loop.call_later(self._linger, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        batch, self._queue = self._queue, []
+        if batch:
+            task = asyncio.create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[HeartbeatReport, asyncio.Future[HeartbeatAnswer]]]) -> None:
+        body = [encode_report(report) for report, _ in batch]
+        try:
+            try:
+                results = await self._post(body)
+            except Unavailable:
+                await self._await_new_leader()
+                results = await self._post(body)
+        except CfsError as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.relayed += len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if "ok" in result:
+                future.set_result(decode_answer(result["ok"]))
+            else:
+                error_type = _ERRORS.get(int(result.get("status", 503)), Unavailable)
+                future.set_exception(error_type(str(result.get("reason", "relay failed")), retry_after=1))
+
+    async def _post(self, body: list[list[Any]]) -> list[dict[str, Any]]:
+        url = self._leader_url()
+        try:
+            response = await self._client.post(
+                url + RELAY_PATH, json=body, headers={RELAY_HEADER: self._token}
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"Could not reach the leader at {url}: {exc}", retry_after=0.5) from exc
+        if response.status_code != 200:
+            raise Unavailable(f"The leader answered {response.status_code} to a relay.", retry_after=0.5)
+        results: list[dict[str, Any]] = response.json()
+        if len(results) != len(body):
+            raise Unavailable("The leader's relay answer does not match the batch.", retry_after=0.5)
+        return results
+
+    def _leader_url(self) -> str:
+        leader = self._replicator.leader_address()
+        if leader is None:
+            raise Unavailable("No Raft leader is known; an election may be in progress.", retry_after=0.5)
+        if leader == self._replicator.self_address:
+            raise Unavailable("This node leads but has no current majority.", retry_after=0.5)
+        for member in self._replicator.state.members.values():
+            if member.raft == leader:
+                return member.api_url
+        raise Unavailable(f"The leader {leader} has not published its API address yet.", retry_after=0.5)
+
+    async def _await_new_leader(self) -> None:
+        """Give an election a moment (bounded) before the one retry."""
+        before = self._replicator.leader_address()
+        for _ in range(20):
+            await asyncio.sleep(0.05)
+            now = self._replicator.leader_address()
+            if now is not None and now != before:
+                return

@@ -1,0 +1,367 @@
+"""Leader-local liveness: heartbeats in memory, role decisions through Raft.
+
+Heartbeats are not Raft writes (design.md): the leader keeps, per session, when it last heard
+it (monotonic clock) and what it reported. Only *decisions* go through the log, and a decision
+is committed before any adapter is told about it. A periodic checkpoint replicates scores and
+data times so a new leader starts from recent values, and a new leader gives every session a
+fresh grace (FailoverTimeout + ``new_leader_grace``) before it may call anyone stale, which
+covers the time a deposed leader may still have been renewing grants (P1, P2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import engine
+from .errors import NotFound, Unavailable
+from .replication import Replicator
+from .settings import FailoverSettings, RaftSettings
+from .wire import TICKS_PER_SECOND, ClientRole, ticks_from_unix
+
+__all__ = ["Coordinator", "HeartbeatAnswer", "HeartbeatReport"]
+
+log = logging.getLogger("cfs.failover")
+
+Key = tuple[str, str]
+MAX_DECISION_ROUNDS = 4
+
+
+@dataclass(frozen=True)
+class HeartbeatReport:
+    """One heartbeat as parsed from the wire."""
+
+    group_id: str
+    session_id: str
+    score: float
+    last_data_processed: int | None  # UTC ticks
+    heartbeat_time: int | None  # UTC ticks
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    role: ClientRole
+    last_data_processed: int  # UTC ticks, 0 = unknown
+    epoch: int
+    valid_for: int  # ticks the adapter may act on a Primary grant, from when it sent
+    timeout: int  # the group's FailoverTimeout in ticks
+
+
+class Coordinator:
+    """Decides roles on the leader; on every node, wakes watchers when a group changes."""
+
+    def __init__(
+        self,
+        replicator: Replicator,
+        failover: FailoverSettings,
+        raft: RaftSettings,
+        request_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._replicator = replicator
+        self._failover = failover
+        self._request_timeout = request_timeout
+        # A deposed leader answers roles for at most leader_fallback after its last majority
+        # contact; an election takes at least min_timeout after that contact. Waiting
+        # leader_fallback + max_timeout more than usual covers it with room to spare.
+        self.new_leader_grace = raft.leader_fallback + raft.max_timeout
+        self._clock = clock
+        self._wall = wall
+        self._heard: dict[Key, float] = {}
+        self._scores: dict[Key, float] = {}
+        self._records: dict[Key, engine.HeartbeatRecord] = {}
+        self._dirty_records: set[Key] = set()
+        self._group_times: dict[str, int] = {}
+        self._dirty_groups: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self._scheduled: dict[str, float] = {}
+        self._watchers: dict[str, asyncio.Event] = {}
+        self._leading = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks = [
+            asyncio.create_task(self._sweep_loop(), name="cfs-sweep"),
+            asyncio.create_task(self._checkpoint_loop(), name="cfs-checkpoint"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001, PERF203
+                pass
+        if self._leading:
+            await self._flush_checkpoint()
+
+    def on_applied(self, command: engine.Command, result: engine.Result) -> None:
+        """Called on pysyncobj's tick thread after every apply."""
+        group_id = getattr(command, "group_id", None)
+        if self._loop is not None and group_id is not None:
+            self._loop.call_soon_threadsafe(self._group_changed, group_id)
+
+    def on_raft_state(self, old: str, new: str) -> None:
+        """Called on the tick thread when this node's Raft role changes."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._raft_state_changed, new)
+
+    def _raft_state_changed(self, new: str) -> None:
+        leading = new == "leader"
+        if leading == self._leading:
+            return
+        self._leading = leading
+        self._reset()
+        if leading:
+            self._seed_from_checkpoint()
+            log.info("This node is now the Raft leader; every session gets a fresh grace.")
+        else:
+            log.info("This node is no longer the Raft leader.")
+
+    def _reset(self) -> None:
+        self._heard.clear()
+        self._scores.clear()
+        self._records.clear()
+        self._dirty_records.clear()
+        self._group_times.clear()
+        self._dirty_groups.clear()
+        self._deadlines.clear()
+        self._scheduled.clear()
+
+    def _seed_from_checkpoint(self) -> None:
+        now, wall_now = self._clock(), ticks_from_unix(self._wall())
+        grace_until = now + self.new_leader_grace
+        with self._replicator.read() as state:
+            for group in state.groups.values():
+                self._group_times[group.id] = group.last_data_processed
+                horizon = group.timeout + round(
+                    (self._failover.checkpoint_interval + self.new_leader_grace) * TICKS_PER_SECOND
+                )
+                for session in group.sessions.values():
+                    record = session.heartbeat
+                    if record is None:
+                        continue
+                    key = (group.id, session.id)
+                    self._scores[key] = record.score
+                    self._records[key] = record
+                    recent = wall_now - record.received_at <= horizon
+                    if recent or session.id == group.primary:
+                        self._heard[key] = grace_until
+                self._schedule(group.id, now)
+
+    # ----------------------------------------------------------------- heartbeats
+
+    def can_decide(self) -> bool:
+        return self._leading and self._replicator.has_lease()
+
+    async def heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
+        """Record one heartbeat and answer the session's role. Leader only."""
+        if not self.can_decide():
+            raise Unavailable("This node is not the leader with a current majority.", retry_after=0.5)
+        group = self._replicator.state.groups.get(report.group_id)
+        if group is None:
+            raise NotFound(f"Failover group '{report.group_id}' was not found.")
+        if report.session_id not in group.sessions:
+            raise NotFound(
+                f"Client session '{report.session_id}' was not found in group '{report.group_id}'."
+            )
+        now = self._clock()
+        key = (report.group_id, report.session_id)
+        self._heard[key] = max(now, self._heard.get(key, now))
+        self._record(key, report)
+        if report.group_id not in self._scheduled:
+            self._schedule(report.group_id, now + group.timeout_seconds)
+        group = await self._decide(report.group_id, report.session_id)
+        return self._answer(group, report)
+
+    def _record(self, key: Key, report: HeartbeatReport) -> None:
+        wall_now = ticks_from_unix(self._wall())
+        self._scores[key] = report.score
+        previous = self._records.get(key)
+        ldpt = report.last_data_processed
+        if ldpt is None:
+            ldpt = previous.last_data_processed if previous else 0
+        self._records[key] = engine.HeartbeatRecord(
+            score=report.score,
+            last_data_processed=ldpt,
+            heartbeat_time=report.heartbeat_time or wall_now,
+            received_at=wall_now,
+        )
+        self._dirty_records.add(key)
+
+    def _answer(self, group: engine.Group, report: HeartbeatReport) -> HeartbeatAnswer:
+        role = engine.role_of(group, report.session_id)
+        if role == ClientRole.Primary and report.last_data_processed:
+            # The group keeps the primary's last reported time (spec §4.2).
+            current = self._group_times.get(group.id, group.last_data_processed)
+            if report.last_data_processed > current:
+                self._group_times[group.id] = report.last_data_processed
+                self._dirty_groups.add(group.id)
+        ldpt = max(self._group_times.get(group.id, 0), group.last_data_processed)
+        valid_for = 0
+        if role == ClientRole.Primary:
+            valid_for = int(group.timeout * self._failover.validity_fraction)
+        return HeartbeatAnswer(role, ldpt, group.epoch, valid_for, group.timeout)
+
+    # ----------------------------------------------------------------- decisions
+
+    def _view(self, group: engine.Group, heartbeat_from: str | None) -> engine.LivenessView:
+        now = self._clock()
+        ages: dict[str, float] = {}
+        scores: dict[str, float] = {}
+        for sid in group.sessions:
+            key = (group.id, sid)
+            heard = self._heard.get(key)
+            if heard is not None:
+                ages[sid] = now - heard
+            score = self._scores.get(key)
+            if score is not None:
+                scores[sid] = score
+        return engine.LivenessView(
+            ages=ages,
+            scores=scores,
+            now=ticks_from_unix(self._wall()),
+            margin=self._failover.expiry_margin,
+            heartbeat_from=heartbeat_from,
+        )
+
+    async def _decide(self, group_id: str, heartbeat_from: str | None) -> engine.Group:
+        """Commit whatever decisions the group needs now; return the group afterwards."""
+        group = self._group(group_id)
+        if engine.evaluate(group, self._view(group, heartbeat_from)) is None:
+            return group  # the hot path: nothing to change, nothing to replicate
+        lock = self._locks.setdefault(group_id, asyncio.Lock())
+        async with lock:
+            for _ in range(MAX_DECISION_ROUNDS):
+                group = self._group(group_id)
+                decision = engine.evaluate(group, self._view(group, heartbeat_from))
+                if decision is None:
+                    break
+                if not self.can_decide():
+                    raise Unavailable("Lost leadership while deciding.", retry_after=0.5)
+                before = (group.primary, group.pending)
+                result = await self._replicator.submit(decision, self._request_timeout)
+                if result.code == engine.Code.OK:
+                    _log_decision(before, decision)
+        return self._group(group_id)
+
+    def _group(self, group_id: str) -> engine.Group:
+        group = self._replicator.state.groups.get(group_id)
+        if group is None:
+            raise NotFound(f"Failover group '{group_id}' was not found.")
+        return group
+
+    # ----------------------------------------------------------------- sweep
+
+    def _schedule(self, group_id: str, when: float) -> None:
+        current = self._scheduled.get(group_id)
+        if current is not None and current <= when:
+            return
+        self._scheduled[group_id] = when
+        heapq.heappush(self._deadlines, (when, group_id))
+
+    def _group_changed(self, group_id: str) -> None:
+        event = self._watchers.pop(group_id, None)
+        if event is not None:
+            event.set()
+        if self._leading:
+            self._schedule(group_id, self._clock())
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._failover.sweep_period)
+            if not self.can_decide():
+                continue
+            now = self._clock()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                when, group_id = heapq.heappop(self._deadlines)
+                if self._scheduled.get(group_id) != when:
+                    continue
+                del self._scheduled[group_id]
+                await self._sweep_group(group_id)
+
+    async def _sweep_group(self, group_id: str) -> None:
+        try:
+            group = await self._decide(group_id, None)
+        except NotFound:
+            self._locks.pop(group_id, None)
+            return
+        except Unavailable:
+            self._schedule(group_id, self._clock() + 0.5)
+            return
+        next_check = self._next_check(group)
+        if next_check is not None:
+            self._schedule(group_id, next_check)
+
+    def _next_check(self, group: engine.Group) -> float | None:
+        """The next instant something could change in the group without a heartbeat."""
+        timeout, margin = group.timeout_seconds, self._failover.expiry_margin
+        times = []
+        for sid, session in group.sessions.items():
+            heard = self._heard.get((group.id, sid))
+            if heard is not None:
+                extra = margin if sid == group.primary else 0.0
+                times.append(heard + timeout + extra + 0.001)
+            if session.override_expiry is not None:
+                wait = (session.override_expiry - ticks_from_unix(self._wall())) / TICKS_PER_SECOND
+                times.append(self._clock() + max(wait, 0.0))
+        now = self._clock()
+        pending = [t for t in times if t > now]
+        return min(pending) if pending else (now + timeout if times else None)
+
+    # ----------------------------------------------------------------- checkpoints
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._failover.checkpoint_interval)
+            if self.can_decide():
+                try:
+                    await self._flush_checkpoint()
+                except Unavailable as exc:
+                    log.warning("Checkpoint not replicated: %s", exc.reason)
+
+    async def _flush_checkpoint(self) -> None:
+        if not self._dirty_records and not self._dirty_groups:
+            return
+        records = tuple((g, s, self._records[(g, s)]) for g, s in self._dirty_records)
+        times = tuple((g, self._group_times[g]) for g in self._dirty_groups if g in self._group_times)
+        self._dirty_records, self._dirty_groups = set(), set()
+        command = engine.SaveCheckpoint(
+            request_id=f"checkpoint:{time.time_ns()}", heartbeats=records, group_times=times
+        )
+        await self._replicator.submit(command, self._request_timeout)
+
+    # ----------------------------------------------------------------- watchers
+
+    async def wait_for_change(self, group_id: str, timeout: float) -> bool:
+        """Wait until the group's replicated state changes here; False on timeout."""
+        event = self._watchers.get(group_id)
+        if event is None:
+            event = self._watchers[group_id] = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _log_decision(before: tuple[str | None, str | None], decision: engine.Decide) -> None:
+    """Every role decision at Information, in the commercial service's words (spec §7)."""
+    old_primary, old_pending = before
+    if decision.primary is not None and decision.primary != old_primary:
+        log.info("Client '%s' promoted to Primary. Reason: %s.", decision.primary, decision.reason)
+    if old_primary is not None and decision.primary != old_primary:
+        log.info("Client '%s' demoted to Secondary. Reason: %s.", old_primary, decision.reason)
+    if decision.pending is not None and decision.pending != old_pending:
+        log.info("Client '%s' is PendingPrimary. Reason: %s.", decision.pending, decision.reason)

@@ -1,0 +1,336 @@
+"""Wire models: request bodies in (any casing, enums by name or number), response bodies out.
+
+Parsing is hand-written rather than pydantic-validated because .NET clients send property names
+in any casing and enums as names or numbers; every failure is a BadRequest naming the field.
+The pydantic classes at the bottom only document the schema in OpenAPI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from . import engine
+from .errors import BadRequest
+from .liveness import HeartbeatAnswer
+from .wire import (
+    TICKS_PER_SECOND,
+    ClientRole,
+    RoleOverride,
+    format_datetime,
+    format_timespan,
+    normalize_keys,
+    parse_datetime,
+    parse_enum,
+    parse_timespan,
+)
+
+__all__ = [
+    "GroupConfig",
+    "HeartbeatBody",
+    "OverrideBody",
+    "SessionConfig",
+    "check_id",
+    "load_json",
+]
+
+MAX_ID_LENGTH = 256
+MAX_TEXT_LENGTH = 1024
+MAX_JSON_DEPTH = 32
+MIN_TIMEOUT = 1 * TICKS_PER_SECOND
+MAX_TIMEOUT = 86_400 * TICKS_PER_SECOND
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def load_json(body: bytes) -> Any:
+    """Decode a JSON body; malformed or absurdly nested input is a BadRequest."""
+    if not body.strip():
+        raise BadRequest("The request body is empty; a JSON object is required.")
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"The request body is not valid JSON: {str(exc)[:120]}") from exc
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise BadRequest(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+    return value
+
+
+def _depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        nxt: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                nxt.extend(item.values())
+            elif isinstance(item, list):
+                nxt.extend(item)
+        level = nxt
+    return depth
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"The request body must be a JSON object ({what}).")
+    return value
+
+
+def check_id(value: Any, field: str) -> str:
+    """Ids are 1-256 printable characters (spec §2; issue limits)."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{field} is required and must be a non-empty string.", parameters={field: str(value)[:64]})
+    if len(value) > MAX_ID_LENGTH:
+        raise BadRequest(f"{field} is longer than {MAX_ID_LENGTH} characters.")
+    if not value.isprintable() or "/" in value:
+        raise BadRequest(f"{field} must contain only printable characters and no '/'.")
+    return value
+
+
+def _optional_text(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{field} must be a string or null.")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise BadRequest(f"{field} is longer than {MAX_TEXT_LENGTH} characters.")
+    return value
+
+
+def _additional_data(value: Any) -> Any:
+    if value is not None and not isinstance(value, dict):
+        raise BadRequest("AdditionalData must be a JSON object or null.")
+    if value is not None and len(json.dumps(value)) > 64 * 1024:
+        raise BadRequest("AdditionalData is larger than 64 KiB.")
+    return value
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    id: str
+    name: str | None
+    description: str | None
+    timeout: int
+    additional_data: Any
+
+    @classmethod
+    def parse(cls, body: Any) -> GroupConfig:
+        fields = normalize_keys(
+            _object(body, "GroupConfiguration"),
+            ("Id", "Name", "Description", "FailoverTimeout", "AdditionalData"),
+        )
+        if fields.get("FailoverTimeout") is None:
+            raise BadRequest("FailoverTimeout is required, e.g. \"00:01:00\".")
+        timeout = parse_timespan(fields["FailoverTimeout"], "FailoverTimeout")
+        if not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:
+            raise BadRequest(
+                f"The failover timeout {format_timespan(timeout)} is outside the allowed range "
+                "00:00:01 to 1.00:00:00.",
+                parameters={"FailoverTimeout": format_timespan(timeout)},
+            )
+        return cls(
+            id=check_id(fields.get("Id"), "Id"),
+            name=_optional_text(fields.get("Name"), "Name"),
+            description=_optional_text(fields.get("Description"), "Description"),
+            timeout=timeout,
+            additional_data=_additional_data(fields.get("AdditionalData")),
+        )
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    id: str
+    name: str | None
+    additional_data: Any
+
+    @classmethod
+    def parse(cls, body: Any) -> SessionConfig:
+        fields = normalize_keys(
+            _object(body, "ClientSessionConfiguration"), ("Id", "Name", "AdditionalData")
+        )
+        return cls(
+            id=check_id(fields.get("Id"), "Id"),
+            name=_optional_text(fields.get("Name"), "Name"),
+            additional_data=_additional_data(fields.get("AdditionalData")),
+        )
+
+
+@dataclass(frozen=True)
+class HeartbeatBody:
+    score: float
+    last_data_processed: int | None
+    heartbeat_time: int | None
+
+    @classmethod
+    def parse(cls, body: Any) -> HeartbeatBody:
+        fields = normalize_keys(
+            _object(body, "heartbeat"),
+            ("FailoverScore", "FailoverStatus", "LastDataProcessedTime", "HeartbeatTime"),
+        )
+        raw = fields.get("FailoverScore", fields.get("FailoverStatus"))
+        if raw is None:
+            raise BadRequest("FailoverScore is required (a number from 0 to 100).")
+        score = _score(raw)
+        ldpt = fields.get("LastDataProcessedTime")
+        hb_time = fields.get("HeartbeatTime")
+        return cls(
+            score=score,
+            last_data_processed=None if ldpt is None else parse_datetime(ldpt, "LastDataProcessedTime"),
+            heartbeat_time=None if hb_time is None else parse_datetime(hb_time, "HeartbeatTime"),
+        )
+
+
+def _score(raw: Any) -> float:
+    if isinstance(raw, str):
+        try:
+            raw = float(raw)
+        except ValueError:
+            raw = None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise BadRequest("FailoverScore must be a number from 0 to 100.")
+    if not 0 <= raw <= 100:
+        raise BadRequest(
+            f"FailoverScore {raw:g} is outside 0 to 100.", parameters={"FailoverScore": f"{raw:g}"}
+        )
+    return float(raw)
+
+
+@dataclass(frozen=True)
+class OverrideBody:
+    value: RoleOverride
+    period: int | None
+
+    @classmethod
+    def parse(cls, body: Any) -> OverrideBody:
+        fields = normalize_keys(_object(body, "RoleOverrideConfiguration"), ("Value", "ExpirationPeriod"))
+        raw = fields.get("Value")
+        if raw is None:
+            raise BadRequest("Value is required: Primary or Off.")
+        if isinstance(raw, str) and raw.strip().lower() == "secondary":
+            raise BadRequest(
+                "Value 'Secondary' is not supported; use Primary to force a session, Off to cancel.",
+                parameters={"Value": raw},
+            )
+        value = parse_enum(RoleOverride, raw, "Value")
+        period = fields.get("ExpirationPeriod")
+        ticks = None
+        if period is not None and value == RoleOverride.Primary:
+            ticks = parse_timespan(period, "ExpirationPeriod")
+            if ticks <= 0:
+                raise BadRequest("ExpirationPeriod must be positive, or null for no expiry.")
+        return cls(value, ticks)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def group_json(group: engine.Group) -> dict[str, Any]:
+    return {
+        "Id": group.id,
+        "Name": group.name,
+        "Description": group.description,
+        "FailoverTimeout": format_timespan(group.timeout),
+        "AdditionalData": group.additional_data,
+    }
+
+
+def session_json(group: engine.Group, session: engine.Session) -> dict[str, Any]:
+    hb = session.heartbeat
+    return {
+        "Id": session.id,
+        "Name": session.name,
+        "Heartbeat": None
+        if hb is None
+        else {
+            "FailoverScore": hb.score,
+            "LastDataProcessedTime": format_datetime(hb.last_data_processed)
+            if hb.last_data_processed
+            else None,
+            "HeartbeatTime": format_datetime(hb.heartbeat_time),
+        },
+        "Role": int(engine.role_of(group, session.id)),
+        "HeartbeatPosted": hb is not None,
+        "RoleOverride": int(session.override),
+        "RoleOverrideExpirationTime": None
+        if session.override_expiry is None
+        else format_datetime(session.override_expiry),
+        "AdditionalData": session.additional_data,
+    }
+
+
+def status_json(group: engine.Group) -> dict[str, Any]:
+    return {
+        "Primary": group.primary,
+        "PendingPrimary": group.pending,
+        "LastDataProcessedTime": format_datetime(group.last_data_processed)
+        if group.last_data_processed
+        else None,
+        "Epoch": group.epoch,
+    }
+
+
+def heartbeat_json(answer: HeartbeatAnswer) -> dict[str, Any]:
+    """Never a null Role or time toward adapters (spec §3.4, §10)."""
+    return {
+        "Role": int(answer.role),
+        "LastDataProcessedTime": format_datetime(answer.last_data_processed),
+        "Epoch": answer.epoch,
+        "ValidFor": format_timespan(answer.valid_for),
+    }
+
+
+def override_json(value: RoleOverride, expiry: int | None) -> dict[str, Any]:
+    return {
+        "Value": int(value),
+        "RoleOverrideExpirationTime": None if expiry is None else format_datetime(expiry),
+    }
+
+
+# --------------------------------------------------------------------------- OpenAPI schema
+
+
+class GroupConfiguration(BaseModel):
+    Id: str = Field(max_length=MAX_ID_LENGTH, examples=["FailoverGroup1"])
+    Name: str | None = None
+    Description: str | None = None
+    FailoverTimeout: str = Field(description=".NET TimeSpan [d.]hh:mm:ss[.fffffff], 1 s to 1 day", examples=["00:01:00"])
+    AdditionalData: dict[str, Any] | None = None
+
+
+class ClientSessionConfiguration(BaseModel):
+    Id: str = Field(max_length=MAX_ID_LENGTH, examples=["host1.OpcUa1"])
+    Name: str | None = None
+    AdditionalData: dict[str, Any] | None = None
+
+
+class Heartbeat(BaseModel):
+    FailoverScore: float = Field(ge=0, le=100, description="Also accepted as legacy FailoverStatus")
+    LastDataProcessedTime: str | None = Field(default=None, examples=["2026-11-23T10:00:00.1234567Z"])
+    HeartbeatTime: str | None = None
+
+
+class HeartbeatResponse(BaseModel):
+    Role: ClientRole = Field(description="0 Secondary, 1 Primary, 2 PendingPrimary")
+    LastDataProcessedTime: str
+    Epoch: int = Field(description="Grant counter of the group; fences writes of old primaries")
+    ValidFor: str = Field(description="How long a Primary may act on this grant, from when it sent the heartbeat")
+
+
+class RoleOverrideConfiguration(BaseModel):
+    Value: str = Field(description="Primary (1) or Off (0)", examples=["Primary"])
+    ExpirationPeriod: str | None = Field(default=None, examples=["08:00:00"])
+
+
+class ErrorResponse(BaseModel):
+    OperationId: str
+    Error: str
+    Reason: str
+    Resolution: str
+    AdditionalParameters: dict[str, str] | None = None

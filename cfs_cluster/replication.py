@@ -1,0 +1,266 @@
+"""The Raft adapter: the only module that imports pysyncobj.
+
+Engine commands go in, engine results come out. pysyncobj runs its own tick thread; applies and
+callbacks happen there, and results are handed to the asyncio loop with
+``call_soon_threadsafe``. Readers on the loop take ``read()``, which holds the same lock that
+applies hold, so a multi-step read never sees half an apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.config import FAIL_REASON
+
+from . import engine
+from .errors import Unavailable
+from .settings import RaftSettings
+
+__all__ = ["MemberStatus", "Replicator"]
+
+log = logging.getLogger("cfs.replication")
+
+AppliedHook = Callable[[engine.Command, engine.Result], None]
+# Outcomes after which the command certainly did not apply, or may be retried safely because
+# every command is idempotent (request ids, compare-and-set versions).
+_RETRYABLE = {
+    FAIL_REASON.QUEUE_FULL,
+    FAIL_REASON.MISSING_LEADER,
+    FAIL_REASON.DISCARDED,
+    FAIL_REASON.NOT_LEADER,
+    FAIL_REASON.LEADER_CHANGED,
+    FAIL_REASON.UNKNOWN_OUTCOME,
+}
+_RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+class _Store(SyncObjConsumer):  # type: ignore[misc]
+    """The replicated object. Only ``state`` is serialized into snapshots."""
+
+    def __init__(self, on_applied: AppliedHook) -> None:
+        # Set before SyncObjConsumer.__init__ so they are excluded from snapshots.
+        self.lock = threading.RLock()
+        self.on_applied = on_applied
+        super().__init__()
+        self.state = engine.ClusterState()
+
+    @replicated  # type: ignore[misc]
+    def apply_command(self, command: engine.Command) -> engine.Result:
+        with self.lock:
+            result = engine.apply(self.state, command)
+        try:
+            self.on_applied(command, result)
+        except Exception:  # noqa: BLE001 - a hook must never wedge the tick thread
+            log.exception("apply hook failed")
+        return result
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        with self.lock:
+            super()._deserialize(data)
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    raft: str
+    connected: bool
+    match_index: int | None
+    last_contact: float | None  # seconds ago
+
+
+class Replicator:
+    """Owns the SyncObj. Construct and ``start()`` on the main thread (pysyncobj rule)."""
+
+    def __init__(
+        self,
+        self_address: str,
+        peers: tuple[str, ...],
+        data_dir: Path,
+        timing: RaftSettings,
+        password: str | None,
+        on_applied: AppliedHook,
+        on_state_changed: Callable[[str, str], None],
+    ) -> None:
+        self._self_address = self_address
+        self._peers = peers
+        self._data_dir = data_dir
+        self._timing = timing
+        self._password = password
+        self._store = _Store(on_applied)
+        self._on_state_changed = on_state_changed
+        self._obj: SyncObj | None = None
+        self._lease_cache: tuple[float, bool] = (0.0, False)
+
+    def start(self) -> None:
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        t = self._timing
+        conf = SyncObjConf(
+            password=self._password,
+            autoTickPeriod=t.tick_period,
+            raftMinTimeout=t.min_timeout,
+            raftMaxTimeout=t.max_timeout,
+            appendEntriesPeriod=t.append_entries_period,
+            leaderFallbackTimeout=t.leader_fallback,
+            connectionTimeout=t.connection_timeout,
+            connectionRetryTime=t.connection_retry,
+            appendEntriesUseBatch=False,
+            commandsWaitLeader=False,
+            dynamicMembershipChange=True,
+            journalFile=str(self._data_dir / "raft.journal"),
+            fullDumpFile=str(self._data_dir / "raft.dump"),
+            logCompactionMinEntries=t.compaction_min_entries,
+            logCompactionMinTime=t.compaction_min_time,
+            useFork=False,
+            bindAddress=self._self_address,
+            onStateChanged=self._state_changed,
+        )
+        self._obj = SyncObj(self._self_address, list(self._peers), conf, consumers=[self._store])
+
+    def _state_changed(self, old: int, new: int) -> None:
+        self._on_state_changed(_RAFT_STATES.get(old, "?"), _RAFT_STATES.get(new, "?"))
+
+    @property
+    def obj(self) -> SyncObj:
+        if self._obj is None:
+            raise Unavailable("Replication is not started.", retry_after=1)
+        return self._obj
+
+    # ----------------------------------------------------------------- writes
+
+    async def submit(self, command: engine.Command, timeout: float) -> engine.Result:
+        """Replicate ``command`` and return its result once applied here; retry while safe."""
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            err = await self._submit_once(command, deadline)
+            if isinstance(err, engine.Result):
+                return err
+            if err not in _RETRYABLE or time.monotonic() + delay >= deadline:
+                raise Unavailable(
+                    f"The cluster did not commit the request ({_fail_name(err)}).", retry_after=1
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    async def _submit_once(self, command: engine.Command, deadline: float) -> engine.Result | int:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Any, int]] = loop.create_future()
+
+        def resolve(result: Any, err: int) -> None:
+            if not future.done():
+                future.set_result((result, err))
+
+        def callback(result: Any, err: int) -> None:
+            loop.call_soon_threadsafe(resolve, result, err)
+
+        self._store.apply_command(command, callback=callback)
+        try:
+            result, err = await asyncio.wait_for(future, max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            return FAIL_REASON.UNKNOWN_OUTCOME
+        if err == FAIL_REASON.SUCCESS and isinstance(result, engine.Result):
+            return result
+        return err if err != FAIL_REASON.SUCCESS else FAIL_REASON.UNKNOWN_OUTCOME
+
+    # ----------------------------------------------------------------- reads
+
+    @contextmanager
+    def read(self) -> Iterator[engine.ClusterState]:
+        with self._store.lock:
+            yield self._store.state
+
+    @property
+    def state(self) -> engine.ClusterState:
+        """The state object for single-step lock-free reads (one dict lookup)."""
+        return self._store.state  # type: ignore[no-any-return]
+
+    # ----------------------------------------------------------------- status
+
+    @property
+    def self_address(self) -> str:
+        return self._self_address
+
+    def is_leader(self) -> bool:
+        return self._obj is not None and bool(self._obj._isLeader())
+
+    def leader_address(self) -> str | None:
+        if self._obj is None:
+            return None
+        leader = self._obj._getLeader()
+        return None if leader is None else str(getattr(leader, "id", leader))
+
+    def has_lease(self) -> bool:
+        """True when this node leads and a majority answered within ``leader_fallback``.
+
+        pysyncobj steps a cut-off leader down only on its next tick; this check is exact at the
+        instant of the call, so a role is never answered on the strength of an old majority.
+        """
+        now = time.monotonic()
+        checked_at, value = self._lease_cache
+        if now - checked_at < 0.005:
+            return value
+        value = self._compute_lease(now)
+        self._lease_cache = (now, value)
+        return value
+
+    def _compute_lease(self, now: float) -> bool:
+        obj = self._obj
+        if obj is None or not obj._isLeader():
+            return False
+        responses: dict[Any, float] = getattr(obj, "_SyncObj__lastResponseTime", {})
+        others = obj.otherNodes
+        fresh = sum(1 for node in others if now - responses.get(node, 0.0) <= self._timing.leader_fallback)
+        return (fresh + 1) * 2 > len(others) + 1
+
+    def raw_status(self) -> dict[str, Any]:
+        if self._obj is None:
+            return {}
+        return dict(self._obj.getStatus())
+
+    def members(self) -> list[MemberStatus]:
+        obj = self._obj
+        if obj is None:
+            return []
+        now = time.monotonic()
+        responses: dict[Any, float] = getattr(obj, "_SyncObj__lastResponseTime", {})
+        matches: dict[Any, int] = getattr(obj, "_SyncObj__raftMatchIndex", {})
+        leading = obj._isLeader()
+        result = []
+        for node in sorted(obj.otherNodes, key=lambda n: str(n.id)):
+            contact = responses.get(node)
+            result.append(
+                MemberStatus(
+                    raft=str(node.id),
+                    connected=bool(obj.isNodeConnected(node)),
+                    match_index=matches.get(node) if leading else None,
+                    last_contact=(now - contact) if (leading and contact) else None,
+                )
+            )
+        return result
+
+    def other_addresses(self) -> list[str]:
+        return [] if self._obj is None else sorted(str(n.id) for n in self._obj.otherNodes)
+
+    def transfer_leadership(self) -> None:
+        if self._obj is not None and self._obj._isLeader():
+            self._obj.transferLeadership()
+
+    def destroy(self) -> None:
+        if self._obj is not None:
+            self._obj.destroy_synchronous()
+            self._obj = None
+
+
+def _fail_name(err: int) -> str:
+    for name, value in vars(FAIL_REASON).items():
+        if value == err and name.isupper():
+            return name
+    return str(err)

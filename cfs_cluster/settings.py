@@ -1,0 +1,105 @@
+"""Explicit, frozen settings objects. The CLI builds them; nothing else reads the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BadRequest
+
+__all__ = ["FailoverSettings", "RaftSettings", "Settings", "parse_address"]
+
+DEFAULT_API_PORT = 5590
+DEFAULT_RAFT_PORT = 5690
+
+
+def parse_address(text: str, default_port: int) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (or ``HOST``); raise BadRequest with a readable message."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = text.strip(), str(default_port)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadRequest(f"'{text}' is not a HOST:PORT address.")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class RaftSettings:
+    """pysyncobj timing, in seconds. See docs/operations.md for how each one trades off.
+
+    ``min_timeout`` must exceed 3 x ``append_entries_period`` (pysyncobj asserts it), and
+    ``leader_fallback`` bounds how long a cut-off leader believes it still leads; the failover
+    margin of P1 is derived from it.
+    """
+
+    min_timeout: float = 0.5
+    max_timeout: float = 1.0
+    append_entries_period: float = 0.05
+    leader_fallback: float = 1.0
+    connection_timeout: float = 1.0
+    connection_retry: float = 0.5
+    tick_period: float = 0.01
+    compaction_min_entries: int = 20_000
+    compaction_min_time: float = 300.0
+
+    def validate(self) -> None:
+        if self.min_timeout <= 3 * self.append_entries_period:
+            raise BadRequest("raft min_timeout must exceed 3 x append_entries_period.")
+        if self.max_timeout < self.min_timeout:
+            raise BadRequest("raft max_timeout must be >= min_timeout.")
+        if self.leader_fallback < self.min_timeout:
+            raise BadRequest("raft leader_fallback must be >= min_timeout.")
+
+
+@dataclass(frozen=True)
+class FailoverSettings:
+    """Timing of the failover rules (design.md P1/P3)."""
+
+    # Seconds after FailoverTimeout before a silent grant holder is certainly expired: covers
+    # the sweep period, request processing and clock-rate drift (see docs/safety.md).
+    expiry_margin: float = 0.3
+    # Fraction of FailoverTimeout an adapter may trust a grant for, on its own clock: 1 - rho,
+    # with rho = 1e-3 a generous bound on the clock-rate difference between two machines.
+    validity_fraction: float = 0.999
+    sweep_period: float = 0.1
+    checkpoint_interval: float = 2.0
+    # Longest a follower waits to coalesce heartbeats into one relay request.
+    relay_linger: float = 0.002
+    heartbeat_rate_limit: float = 0.0  # minimum seconds between heartbeats; 0 = off
+
+
+@dataclass(frozen=True)
+class Settings:
+    node_id: str
+    api_host: str
+    api_port: int
+    raft_address: str
+    peers: tuple[str, ...]
+    data_dir: Path
+    raft_password: str | None = None
+    dev: bool = False
+    advertise_url: str | None = None
+    raft: RaftSettings = field(default_factory=RaftSettings)
+    failover: FailoverSettings = field(default_factory=FailoverSettings)
+    request_timeout: float = 5.0
+    max_body_bytes: int = 1 << 20
+    log_level: str = "info"
+
+    @property
+    def api_url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+    def validate(self) -> None:
+        self.raft.validate()
+        if not self.node_id:
+            raise BadRequest("node id must not be empty.")
+        if self.raft_address in self.peers:
+            raise BadRequest("--peers must list the *other* members, not this node's --raft.")
+        if not self.dev and not self.raft_password:
+            raise BadRequest(
+                "A Raft password is required (--raft-password or CFS_RAFT_PASSWORD); "
+                "use --dev only for a local test cluster."
+            )
