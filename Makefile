@@ -24,13 +24,23 @@ test-all: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff format cfs_cluster tests
-	$(BIN)/ruff check --fix cfs_cluster tests
+	$(BIN)/ruff format cfs_cluster tests bench
+	$(BIN)/ruff check --fix cfs_cluster tests bench
 
 check: $(STAMP)
-	$(BIN)/ruff format --diff cfs_cluster tests
-	$(BIN)/ruff check cfs_cluster tests
+	$(BIN)/ruff format --diff cfs_cluster tests bench
+	$(BIN)/ruff check cfs_cluster tests bench
 	$(BIN)/mypy
+
+# Benchmarks (issue 6, docs/benchmarks.md). Select items with BENCH="throughput capacity failover
+# leaderkill"; extra options with BENCH_ARGS (e.g. --duration 5).
+BENCH ?=
+BENCH_ARGS ?=
+bench: $(STAMP)
+	@command -v wrk >/dev/null && command -v etcd >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk etcd-server etcd-client; }
+	@$(BIN)/python -c "import matplotlib" 2>/dev/null && test -x $(BIN)/py-spy || $(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench $(BENCH) $(BENCH_ARGS)
 
 clean:
 	rm -rf .cfs-data .pytest_cache .mypy_cache .ruff_cache

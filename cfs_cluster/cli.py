@@ -11,7 +11,16 @@ import time
 from pathlib import Path
 
 from .errors import BadRequest
-from .settings import DEFAULT_API_PORT, DEFAULT_RAFT_PORT, RaftSettings, Settings, parse_address
+from .settings import (
+    DEFAULT_API_PORT,
+    DEFAULT_RAFT_PORT,
+    FailoverSettings,
+    RaftSettings,
+    SecuritySettings,
+    Settings,
+    parse_address,
+)
+from .usercli import add_users_parser, users_command
 
 __all__ = ["main"]
 
@@ -23,17 +32,115 @@ def _env(name: str, default: str | None = None) -> str | None:
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run one cluster node")
     p.add_argument("--node-id", default=_env("CFS_NODE_ID"), help="unique member id [CFS_NODE_ID]")
-    p.add_argument("--api", default=_env("CFS_API", f"127.0.0.1:{DEFAULT_API_PORT}"), help="HOST:PORT of the REST API [CFS_API]")
-    p.add_argument("--raft", default=_env("CFS_RAFT", f"127.0.0.1:{DEFAULT_RAFT_PORT}"), help="HOST:PORT for Raft [CFS_RAFT]")
-    p.add_argument("--peers", default=_env("CFS_PEERS", ""), help="other members' Raft HOST:PORT, comma-separated [CFS_PEERS]")
-    p.add_argument("--data-dir", default=_env("CFS_DATA_DIR", "./cfs-data"), help="journal and snapshot directory [CFS_DATA_DIR]")
-    p.add_argument("--raft-password", default=_env("CFS_RAFT_PASSWORD"), help="cluster secret encrypting Raft traffic [CFS_RAFT_PASSWORD]")
-    p.add_argument("--advertise-url", default=_env("CFS_ADVERTISE_URL"), help="API URL other members use to reach this node [CFS_ADVERTISE_URL]")
-    p.add_argument("--dev", action="store_true", default=_env("CFS_DEV") == "1", help="allow running without a Raft password (local test clusters only)")
-    p.add_argument("--log-level", default=_env("CFS_LOG_LEVEL", "information"), help="Verbose|Debug|Information|Warning|Error|Fatal [CFS_LOG_LEVEL]")
-    p.add_argument("--log-format", choices=("text", "json"), default=_env("CFS_LOG_FORMAT", "text"), help="[CFS_LOG_FORMAT]")
-    p.add_argument("--election-timeout", type=float, default=float(_env("CFS_ELECTION_TIMEOUT", "0.5") or 0.5), help="Raft minimum election timeout, seconds [CFS_ELECTION_TIMEOUT]")
-    p.add_argument("--leader-fallback", type=float, default=float(_env("CFS_LEADER_FALLBACK", "1.0") or 1.0), help="seconds a leader keeps leading without a majority [CFS_LEADER_FALLBACK]")
+    p.add_argument(
+        "--api",
+        default=_env("CFS_API", f"127.0.0.1:{DEFAULT_API_PORT}"),
+        help="HOST:PORT of the REST API [CFS_API]",
+    )
+    p.add_argument(
+        "--raft",
+        default=_env("CFS_RAFT", f"127.0.0.1:{DEFAULT_RAFT_PORT}"),
+        help="HOST:PORT for Raft [CFS_RAFT]",
+    )
+    p.add_argument(
+        "--peers",
+        default=_env("CFS_PEERS", ""),
+        help="other members' Raft HOST:PORT, comma-separated [CFS_PEERS]",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=_env("CFS_DATA_DIR", "./cfs-data"),
+        help="journal and snapshot directory [CFS_DATA_DIR]",
+    )
+    p.add_argument(
+        "--raft-password",
+        default=_env("CFS_RAFT_PASSWORD"),
+        help="cluster secret encrypting Raft traffic [CFS_RAFT_PASSWORD]",
+    )
+    p.add_argument(
+        "--advertise-url",
+        default=_env("CFS_ADVERTISE_URL"),
+        help="API URL other members use to reach this node [CFS_ADVERTISE_URL]",
+    )
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        default=_env("CFS_DEV") == "1",
+        help="allow running without a Raft password (local test clusters only)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env("CFS_LOG_LEVEL", "information"),
+        help="Verbose|Debug|Information|Warning|Error|Fatal [CFS_LOG_LEVEL]",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=_env("CFS_LOG_FORMAT", "text"),
+        help="[CFS_LOG_FORMAT]",
+    )
+    p.add_argument(
+        "--election-timeout",
+        type=float,
+        default=float(_env("CFS_ELECTION_TIMEOUT", "0.5") or 0.5),
+        help="Raft minimum election timeout, seconds [CFS_ELECTION_TIMEOUT]",
+    )
+    _security_arguments(p)
+    p.add_argument(
+        "--health-interval",
+        type=float,
+        default=float(_env("CFS_HEALTH_INTERVAL", "60") or 60),
+        help="seconds between OMF health messages [CFS_HEALTH_INTERVAL]",
+    )
+    p.add_argument(
+        "--cluster-name",
+        default=_env("CFS_CLUSTER_NAME", "cfs"),
+        help="name of the cluster's element in PI [CFS_CLUSTER_NAME]",
+    )
+    p.add_argument(
+        "--leader-fallback",
+        type=float,
+        default=float(_env("CFS_LEADER_FALLBACK", "1.0") or 1.0),
+        help="seconds a leader keeps leading without a majority [CFS_LEADER_FALLBACK]",
+    )
+
+
+def _security_arguments(p: argparse.ArgumentParser) -> None:
+    """Auth, TLS and rate limits (docs/security.md). The bootstrap password is env-only."""
+    p.add_argument(
+        "--auth",
+        choices=("auto", "required"),
+        default=_env("CFS_AUTH", "auto"),
+        help="auto: enforce once a user exists; required: always [CFS_AUTH]",
+    )
+    p.add_argument(
+        "--tls-cert", default=_env("CFS_TLS_CERT"), help="PEM certificate for HTTPS [CFS_TLS_CERT]"
+    )
+    p.add_argument(
+        "--tls-key", default=_env("CFS_TLS_KEY"), help="PEM private key for HTTPS [CFS_TLS_KEY]"
+    )
+    p.add_argument(
+        "--tls",
+        choices=("off", "self-signed"),
+        default=_env("CFS_TLS", "off"),
+        help="self-signed: generate a certificate in the data dir [CFS_TLS]",
+    )
+    p.add_argument(
+        "--heartbeat-rate-limit",
+        type=float,
+        default=float(_env("CFS_HEARTBEAT_RATE_LIMIT", "0") or 0),
+        help="minimum seconds between a session's heartbeats, after a burst of 10; 0 = off [CFS_HEARTBEAT_RATE_LIMIT]",
+    )
+
+
+def _security_settings(args: argparse.Namespace) -> SecuritySettings:
+    return SecuritySettings(
+        auth=args.auth,
+        bootstrap_admin=_env("CFS_BOOTSTRAP_ADMIN") or None,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        tls_self_signed=args.tls == "self-signed",
+    )
 
 
 def _dev_cluster_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,7 +157,9 @@ def build_settings(args: argparse.Namespace) -> Settings:
     api_host, api_port = parse_address(args.api, DEFAULT_API_PORT)
     raft_host, raft_port = parse_address(args.raft, DEFAULT_RAFT_PORT)
     peers = tuple(
-        "{}:{}".format(*parse_address(p, DEFAULT_RAFT_PORT)) for p in args.peers.split(",") if p.strip()
+        "{}:{}".format(*parse_address(p, DEFAULT_RAFT_PORT))
+        for p in args.peers.split(",")
+        if p.strip()
     )
     minimum = args.election_timeout
     settings = Settings(
@@ -70,6 +179,10 @@ def build_settings(args: argparse.Namespace) -> Settings:
             leader_fallback=args.leader_fallback,
         ),
         log_level=args.log_level,
+        health_interval=args.health_interval,
+        cluster_name=args.cluster_name,
+        security=_security_settings(args),
+        failover=FailoverSettings(heartbeat_rate_limit=args.heartbeat_rate_limit),
     )
     settings.validate()
     return settings
@@ -95,8 +208,17 @@ def serve(args: argparse.Namespace) -> int:
         timeout_keep_alive=75,
         timeout_graceful_shutdown=5,
     )
+    pair = _tls_files(settings)
+    if pair is not None:
+        config.ssl_certfile, config.ssl_keyfile = str(pair[0]), str(pair[1])
     uvicorn.Server(config).run()
     return 0
+
+
+def _tls_files(settings: Settings) -> tuple[Path, Path] | None:
+    from .tls import certificate_files
+
+    return certificate_files(settings)
 
 
 def dev_cluster(args: argparse.Namespace) -> int:
@@ -142,12 +264,17 @@ def dev_cluster(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cfs", description="Highly available Client Failover Service")
+    parser = argparse.ArgumentParser(
+        prog="cfs", description="Highly available Client Failover Service"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _dev_cluster_parser(sub)
+    add_users_parser(sub)
     args = parser.parse_args(argv)
     try:
+        if args.command == "users":
+            return users_command(args)
         if args.command == "serve":
             return serve(args)
         return dev_cluster(args)

@@ -36,9 +36,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
+from .config import GlobalConfig, HealthEndpoint
 from .wire import TICKS_PER_SECOND, ClientRole, RoleOverride
 
 __all__ = [
@@ -134,11 +135,22 @@ class Member:
 
 
 @dataclass
+class User:
+    """An API account. ``password_hash`` is computed before replication (auth.py), never here."""
+
+    name: str
+    role: str  # "users" | "administrators"
+    password_hash: str
+
+
+@dataclass
 class ClusterState:
     groups: dict[str, Group] = field(default_factory=dict)
     members: dict[str, Member] = field(default_factory=dict)
     applied: OrderedDict[str, Result] = field(default_factory=OrderedDict)
     next_order: int = 0
+    users: dict[str, User] = field(default_factory=dict)  # API accounts (auth.py)
+    config: GlobalConfig = field(default_factory=GlobalConfig)  # log level, health endpoints
 
 
 def role_of(group: Group, session_id: str) -> ClientRole:
@@ -224,7 +236,31 @@ class RegisterMember(Command):
     api_url: str
 
 
-class Code(str, Enum):
+@dataclass(frozen=True)
+class AddUser(Command):
+    """Create a user; with ``if_no_users`` only while the cluster has none (bootstrap)."""
+
+    name: str
+    role: str
+    password_hash: str
+    if_no_users: bool = False
+
+
+@dataclass(frozen=True)
+class UpdateUser(Command):
+    """Change a user's password hash and/or role (None = keep)."""
+
+    name: str
+    password_hash: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoveUser(Command):
+    name: str
+
+
+class Code(StrEnum):
     CREATED = "created"
     OK = "ok"
     DELETED = "deleted"
@@ -233,6 +269,8 @@ class Code(str, Enum):
     CONFLICT = "conflict"
     STALE = "stale"
     INVALID = "invalid"
+    USER_NOT_FOUND = "user_not_found"
+    ENDPOINT_NOT_FOUND = "endpoint_not_found"
 
 
 @dataclass(frozen=True)
@@ -248,7 +286,12 @@ class Result:
 
 def apply(state: ClusterState, command: Command) -> Result:
     """Apply one committed command. Total: any unexpected failure becomes an INVALID result."""
-    earlier = state.applied.get(command.request_id)
+    # Fix: this lookup ran outside any guard, so a log entry that is not a Command (no
+    # request_id) or has an unhashable request_id raised AttributeError/TypeError here.
+    try:
+        earlier = state.applied.get(command.request_id)
+    except Exception as exc:
+        return Result(Code.INVALID, f"not a command: {type(exc).__name__}: {exc}")
     if earlier is not None:
         return earlier
     handler = _HANDLERS.get(type(command))
@@ -257,7 +300,7 @@ def apply(state: ClusterState, command: Command) -> Result:
     else:
         try:
             result = handler(state, command)
-        except Exception as exc:  # noqa: BLE001 - an exception here would wedge every replica
+        except Exception as exc:  # an exception here would wedge every replica
             result = Result(Code.INVALID, f"{type(exc).__name__}: {exc}")
     if not isinstance(command, SaveCheckpoint | Decide):
         _remember(state, command.request_id, result)
@@ -414,6 +457,46 @@ def _register_member(state: ClusterState, cmd: RegisterMember) -> Result:
     return Result(Code.OK)
 
 
+ADMINISTRATORS = "administrators"
+
+
+def _add_user(state: ClusterState, cmd: AddUser) -> Result:
+    if cmd.if_no_users and state.users:
+        return Result(Code.OK, "users exist; bootstrap skipped")
+    if cmd.name in state.users:
+        return Result(Code.CONFLICT, f"User '{cmd.name}' already exists.")
+    state.users[cmd.name] = User(cmd.name, cmd.role, cmd.password_hash)
+    return Result(Code.CREATED)
+
+
+def _update_user(state: ClusterState, cmd: UpdateUser) -> Result:
+    user = state.users.get(cmd.name)
+    if user is None:
+        return Result(Code.USER_NOT_FOUND)
+    if cmd.role is not None and cmd.role != ADMINISTRATORS and _last_admin(state, cmd.name):
+        return Result(Code.CONFLICT, f"'{cmd.name}' is the last administrator.")
+    if cmd.password_hash is not None:
+        user.password_hash = cmd.password_hash
+    if cmd.role is not None:
+        user.role = cmd.role
+    return Result(Code.OK)
+
+
+def _remove_user(state: ClusterState, cmd: RemoveUser) -> Result:
+    if cmd.name not in state.users:
+        return Result(Code.USER_NOT_FOUND)
+    if _last_admin(state, cmd.name):
+        return Result(Code.CONFLICT, f"'{cmd.name}' is the last administrator.")
+    del state.users[cmd.name]
+    return Result(Code.DELETED)
+
+
+def _last_admin(state: ClusterState, name: str) -> bool:
+    """Removing or demoting the last administrator would lock everyone out of user management."""
+    admins = [u.name for u in state.users.values() if u.role == ADMINISTRATORS]
+    return admins == [name]
+
+
 _HANDLERS: dict[type[Command], Any] = {
     CreateGroup: _create_group,
     DeleteGroup: _delete_group,
@@ -423,6 +506,9 @@ _HANDLERS: dict[type[Command], Any] = {
     Decide: _decide,
     SaveCheckpoint: _save_checkpoint,
     RegisterMember: _register_member,
+    AddUser: _add_user,
+    UpdateUser: _update_user,
+    RemoveUser: _remove_user,
 }
 
 
@@ -457,6 +543,7 @@ def evaluate(group: Group, view: LivenessView) -> Decide | None:
     )
     desired, why, direct = _desired(group, view, timeout)
     primary, pending = group.primary, group.pending
+    target: tuple[str | None, str | None]
     if desired == primary:
         target = (primary, None)
     elif primary is not None and not _released(primary, group, view, timeout):
@@ -503,7 +590,11 @@ def _desired(group: Group, view: LivenessView, timeout: float) -> tuple[str | No
 
     best = max(live, key=rank)
     incumbent = group.sessions.get(group.primary) if group.primary else None
-    if incumbent is not None and incumbent in live and _score(incumbent, view) >= _score(best, view):
+    if (
+        incumbent is not None
+        and incumbent in live
+        and _score(incumbent, view) >= _score(best, view)
+    ):
         return incumbent.id, "Incumbent keeps the role", False
     if incumbent is None or incumbent not in live:
         return best.id, f"Highest FailoverScore ({_score(best, view):g}) among live clients", False
@@ -545,3 +636,94 @@ def _score(session: Session, view: LivenessView) -> float:
 
 def with_version(decision: Decide, version: int) -> Decide:
     return replace(decision, version=version, request_id=f"decide:{decision.group_id}:{version}")
+
+
+# --------------------------------------------------------------------------- global configuration
+# Values arrive validated (config.py); these handlers only store them, so they cannot fail.
+
+
+@dataclass(frozen=True)
+class SetConfiguration(Command):
+    """PUT /configuration: a None section stays unchanged."""
+
+    log_level: str | None = None
+    health_endpoints: tuple[HealthEndpoint, ...] | None = None
+
+
+@dataclass(frozen=True)
+class AddHealthEndpoints(Command):
+    """POST: adds all or nothing; refused if any Id exists (ids compare case-insensitively)."""
+
+    endpoints: tuple[HealthEndpoint, ...]
+
+
+@dataclass(frozen=True)
+class UpdateHealthEndpoint(Command):
+    endpoint: HealthEndpoint
+
+
+@dataclass(frozen=True)
+class DeleteHealthEndpoint(Command):
+    endpoint_id: str
+
+
+def _config(state: ClusterState) -> GlobalConfig:
+    # getattr: a snapshot written before the configuration existed unpickles without it.
+    config = getattr(state, "config", None)
+    return config if isinstance(config, GlobalConfig) else GlobalConfig()
+
+
+def _set_configuration(state: ClusterState, cmd: SetConfiguration) -> Result:
+    config = _config(state)
+    if cmd.log_level is not None:
+        config = replace(config, log_level=cmd.log_level)
+    if cmd.health_endpoints is not None:
+        config = replace(config, health_endpoints=tuple(cmd.health_endpoints))
+    state.config = config
+    return Result(Code.OK)
+
+
+def _add_health_endpoints(state: ClusterState, cmd: AddHealthEndpoints) -> Result:
+    config = _config(state)
+    existing = {e.id.lower() for e in config.health_endpoints}
+    clash = [e.id for e in cmd.endpoints if e.id.lower() in existing]
+    if clash:
+        return Result(Code.CONFLICT, f"Health endpoint(s) already exist: {', '.join(clash)}.")
+    state.config = replace(config, health_endpoints=(*config.health_endpoints, *cmd.endpoints))
+    return Result(Code.CREATED)
+
+
+def _update_health_endpoint(state: ClusterState, cmd: UpdateHealthEndpoint) -> Result:
+    config = _config(state)
+    wanted = cmd.endpoint.id.lower()
+    if not any(e.id.lower() == wanted for e in config.health_endpoints):
+        return Result(
+            Code.ENDPOINT_NOT_FOUND, f"Health endpoint '{cmd.endpoint.id}' was not found."
+        )
+    endpoints = tuple(
+        cmd.endpoint if e.id.lower() == wanted else e for e in config.health_endpoints
+    )
+    state.config = replace(config, health_endpoints=endpoints)
+    return Result(Code.OK)
+
+
+def _delete_health_endpoint(state: ClusterState, cmd: DeleteHealthEndpoint) -> Result:
+    config = _config(state)
+    wanted = cmd.endpoint_id.lower()
+    kept = tuple(e for e in config.health_endpoints if e.id.lower() != wanted)
+    if len(kept) == len(config.health_endpoints):
+        return Result(
+            Code.ENDPOINT_NOT_FOUND, f"Health endpoint '{cmd.endpoint_id}' was not found."
+        )
+    state.config = replace(config, health_endpoints=kept)
+    return Result(Code.DELETED)
+
+
+_HANDLERS.update(
+    {
+        SetConfiguration: _set_configuration,
+        AddHealthEndpoints: _add_health_endpoints,
+        UpdateHealthEndpoint: _update_health_endpoint,
+        DeleteHealthEndpoint: _delete_health_endpoint,
+    }
+)

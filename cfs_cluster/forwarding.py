@@ -56,9 +56,7 @@ def decode_answer(item: list[Any]) -> HeartbeatAnswer:
 
 
 class Relay:
-    def __init__(
-        self, replicator: Replicator, token: str, linger: float, timeout: float
-    ) -> None:
+    def __init__(self, replicator: Replicator, token: str, linger: float, timeout: float) -> None:
         self._replicator = replicator
         self._token = token
         self._linger = linger
@@ -94,7 +92,9 @@ class Relay:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[HeartbeatReport, asyncio.Future[HeartbeatAnswer]]]) -> None:
+    async def _send(
+        self, batch: list[tuple[HeartbeatReport, asyncio.Future[HeartbeatAnswer]]]
+    ) -> None:
         body = [encode_report(report) for report, _ in batch]
         try:
             try:
@@ -115,7 +115,9 @@ class Relay:
                 future.set_result(decode_answer(result["ok"]))
             else:
                 error_type = _ERRORS.get(int(result.get("status", 503)), Unavailable)
-                future.set_exception(error_type(str(result.get("reason", "relay failed")), retry_after=1))
+                future.set_exception(
+                    error_type(str(result.get("reason", "relay failed")), retry_after=1)
+                )
 
     async def _post(self, body: list[list[Any]]) -> list[dict[str, Any]]:
         url = self._leader_url()
@@ -124,24 +126,34 @@ class Relay:
                 url + RELAY_PATH, json=body, headers={RELAY_HEADER: self._token}
             )
         except httpx.HTTPError as exc:
-            raise Unavailable(f"Could not reach the leader at {url}: {exc}", retry_after=0.5) from exc
+            raise Unavailable(
+                f"Could not reach the leader at {url}: {exc}", retry_after=0.5
+            ) from exc
         if response.status_code != 200:
-            raise Unavailable(f"The leader answered {response.status_code} to a relay.", retry_after=0.5)
+            raise Unavailable(
+                f"The leader answered {response.status_code} to a relay.", retry_after=0.5
+            )
         results: list[dict[str, Any]] = response.json()
         if len(results) != len(body):
-            raise Unavailable("The leader's relay answer does not match the batch.", retry_after=0.5)
+            raise Unavailable(
+                "The leader's relay answer does not match the batch.", retry_after=0.5
+            )
         return results
 
     def _leader_url(self) -> str:
         leader = self._replicator.leader_address()
         if leader is None:
-            raise Unavailable("No Raft leader is known; an election may be in progress.", retry_after=0.5)
+            raise Unavailable(
+                "No Raft leader is known; an election may be in progress.", retry_after=0.5
+            )
         if leader == self._replicator.self_address:
             raise Unavailable("This node leads but has no current majority.", retry_after=0.5)
         for member in self._replicator.state.members.values():
             if member.raft == leader:
                 return member.api_url
-        raise Unavailable(f"The leader {leader} has not published its API address yet.", retry_after=0.5)
+        raise Unavailable(
+            f"The leader {leader} has not published its API address yet.", retry_after=0.5
+        )
 
     async def _await_new_leader(self) -> None:
         """Give an election a moment (bounded) before the one retry."""

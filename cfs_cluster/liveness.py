@@ -11,6 +11,7 @@ covers the time a deposed leader may still have been renewing grants (P1, P2).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -29,6 +30,7 @@ log = logging.getLogger("cfs.failover")
 
 Key = tuple[str, str]
 MAX_DECISION_ROUNDS = 4
+UNKNOWN_PRIMARY_SCORE = 100.0  # the highest FailoverScore: ties keep the incumbent
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,8 @@ class Coordinator:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001, PERF203
-                pass
         if self._leading:
             await self._flush_checkpoint()
 
@@ -149,10 +149,16 @@ class Coordinator:
                     (self._failover.checkpoint_interval + self.new_leader_grace) * TICKS_PER_SECOND
                 )
                 for session in group.sessions.values():
+                    key = (group.id, session.id)
                     record = session.heartbeat
                     if record is None:
+                        if session.id == group.primary:
+                            # Granted before the first checkpoint: its grant may still be
+                            # valid, and its score is unknown, so it keeps the role until it
+                            # reports (a score of 0 would hand the role away at once: P1/P2).
+                            self._scores[key] = UNKNOWN_PRIMARY_SCORE
+                            self._heard[key] = grace_until
                         continue
-                    key = (group.id, session.id)
                     self._scores[key] = record.score
                     self._records[key] = record
                     recent = wall_now - record.received_at <= horizon
@@ -168,7 +174,9 @@ class Coordinator:
     async def heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
         """Record one heartbeat and answer the session's role. Leader only."""
         if not self.can_decide():
-            raise Unavailable("This node is not the leader with a current majority.", retry_after=0.5)
+            raise Unavailable(
+                "This node is not the leader with a current majority.", retry_after=0.5
+            )
         group = self._replicator.state.groups.get(report.group_id)
         if group is None:
             raise NotFound(f"Failover group '{report.group_id}' was not found.")
@@ -335,7 +343,9 @@ class Coordinator:
         if not self._dirty_records and not self._dirty_groups:
             return
         records = tuple((g, s, self._records[(g, s)]) for g, s in self._dirty_records)
-        times = tuple((g, self._group_times[g]) for g in self._dirty_groups if g in self._group_times)
+        times = tuple(
+            (g, self._group_times[g]) for g in self._dirty_groups if g in self._group_times
+        )
         self._dirty_records, self._dirty_groups = set(), set()
         command = engine.SaveCheckpoint(
             request_id=f"checkpoint:{time.time_ns()}", heartbeats=records, group_times=times

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 
-__all__ = ["LEVELS", "setup_logging"]
+__all__ = ["LEVELS", "current_level", "set_level", "setup_logging"]
 
 # CFS level names (spec §7) -> Python levels; Verbose sits below Debug.
 VERBOSE = 5
@@ -64,4 +64,34 @@ def setup_logging(level: str = "information", fmt: str = "text") -> None:
     # (the leader re-sends overlapping entries), alarming to operators. Keep its errors only
     # when the operator asks for Debug.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("pysyncobj").setLevel(logging.DEBUG if root.level <= logging.DEBUG else 100)
+    _tune_pysyncobj(root.level)
+
+
+def _tune_pysyncobj(level: int) -> None:
+    logging.getLogger("pysyncobj").setLevel(logging.DEBUG if level <= logging.DEBUG else 100)
+
+
+_NAMES = {
+    VERBOSE: "Verbose",
+    10: "Debug",
+    20: "Information",
+    30: "Warning",
+    40: "Error",
+    50: "Fatal",
+}
+
+
+def set_level(level: str) -> bool:
+    """Switch this process's level at runtime (the replicated LogLevel); True if it changed."""
+    root = logging.getLogger()
+    new = LEVELS.get(level.lower(), logging.INFO)
+    if root.level == new:
+        return False
+    root.setLevel(new)
+    _tune_pysyncobj(new)
+    return True
+
+
+def current_level() -> str:
+    """The effective level of this process as a CFS level name (spec §7)."""
+    return _NAMES.get(logging.getLogger().level, logging.getLevelName(logging.getLogger().level))

@@ -86,7 +86,10 @@ def _object(value: Any, what: str) -> dict[str, Any]:
 def check_id(value: Any, field: str) -> str:
     """Ids are 1-256 printable characters (spec §2; issue limits)."""
     if not isinstance(value, str) or not value.strip():
-        raise BadRequest(f"{field} is required and must be a non-empty string.", parameters={field: str(value)[:64]})
+        raise BadRequest(
+            f"{field} is required and must be a non-empty string.",
+            parameters={field: str(value)[:64]},
+        )
     if len(value) > MAX_ID_LENGTH:
         raise BadRequest(f"{field} is longer than {MAX_ID_LENGTH} characters.")
     if not value.isprintable() or "/" in value:
@@ -127,7 +130,7 @@ class GroupConfig:
             ("Id", "Name", "Description", "FailoverTimeout", "AdditionalData"),
         )
         if fields.get("FailoverTimeout") is None:
-            raise BadRequest("FailoverTimeout is required, e.g. \"00:01:00\".")
+            raise BadRequest('FailoverTimeout is required, e.g. "00:01:00".')
         timeout = parse_timespan(fields["FailoverTimeout"], "FailoverTimeout")
         if not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:
             raise BadRequest(
@@ -182,7 +185,9 @@ class HeartbeatBody:
         hb_time = fields.get("HeartbeatTime")
         return cls(
             score=score,
-            last_data_processed=None if ldpt is None else parse_datetime(ldpt, "LastDataProcessedTime"),
+            last_data_processed=None
+            if ldpt is None
+            else parse_datetime(ldpt, "LastDataProcessedTime"),
             heartbeat_time=None if hb_time is None else parse_datetime(hb_time, "HeartbeatTime"),
         )
 
@@ -193,11 +198,16 @@ def _score(raw: Any) -> float:
             raw = float(raw)
         except ValueError:
             raw = None
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise BadRequest("FailoverScore must be a number from 0 to 100.")
+    # Fix: math.isfinite() and the :g format convert to float, which raised OverflowError (a
+    # 500) for a JSON integer too large for a float (e.g. 400 digits); ints compare exactly.
+    if isinstance(raw, float) and not math.isfinite(raw):
         raise BadRequest("FailoverScore must be a number from 0 to 100.")
     if not 0 <= raw <= 100:
+        shown = str(raw)[:24] if isinstance(raw, int) else f"{raw:g}"
         raise BadRequest(
-            f"FailoverScore {raw:g} is outside 0 to 100.", parameters={"FailoverScore": f"{raw:g}"}
+            f"FailoverScore {shown} is outside 0 to 100.", parameters={"FailoverScore": shown}
         )
     return float(raw)
 
@@ -209,7 +219,9 @@ class OverrideBody:
 
     @classmethod
     def parse(cls, body: Any) -> OverrideBody:
-        fields = normalize_keys(_object(body, "RoleOverrideConfiguration"), ("Value", "ExpirationPeriod"))
+        fields = normalize_keys(
+            _object(body, "RoleOverrideConfiguration"), ("Value", "ExpirationPeriod")
+        )
         raw = fields.get("Value")
         if raw is None:
             raise BadRequest("Value is required: Primary or Off.")
@@ -300,7 +312,9 @@ class GroupConfiguration(BaseModel):
     Id: str = Field(max_length=MAX_ID_LENGTH, examples=["FailoverGroup1"])
     Name: str | None = None
     Description: str | None = None
-    FailoverTimeout: str = Field(description=".NET TimeSpan [d.]hh:mm:ss[.fffffff], 1 s to 1 day", examples=["00:01:00"])
+    FailoverTimeout: str = Field(
+        description=".NET TimeSpan [d.]hh:mm:ss[.fffffff], 1 s to 1 day", examples=["00:01:00"]
+    )
     AdditionalData: dict[str, Any] | None = None
 
 
@@ -312,7 +326,9 @@ class ClientSessionConfiguration(BaseModel):
 
 class Heartbeat(BaseModel):
     FailoverScore: float = Field(ge=0, le=100, description="Also accepted as legacy FailoverStatus")
-    LastDataProcessedTime: str | None = Field(default=None, examples=["2026-11-23T10:00:00.1234567Z"])
+    LastDataProcessedTime: str | None = Field(
+        default=None, examples=["2026-11-23T10:00:00.1234567Z"]
+    )
     HeartbeatTime: str | None = None
 
 
@@ -320,7 +336,9 @@ class HeartbeatResponse(BaseModel):
     Role: ClientRole = Field(description="0 Secondary, 1 Primary, 2 PendingPrimary")
     LastDataProcessedTime: str
     Epoch: int = Field(description="Grant counter of the group; fences writes of old primaries")
-    ValidFor: str = Field(description="How long a Primary may act on this grant, from when it sent the heartbeat")
+    ValidFor: str = Field(
+        description="How long a Primary may act on this grant, from when it sent the heartbeat"
+    )
 
 
 class RoleOverrideConfiguration(BaseModel):

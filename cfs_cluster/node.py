@@ -7,10 +7,15 @@ import logging
 import time
 import uuid
 
-from . import engine
+from . import config, engine
+from .auth import Authenticator, hash_password
 from .errors import CfsError, Conflict, NotFound, Unavailable
 from .forwarding import Relay, relay_token
 from .liveness import Coordinator, HeartbeatAnswer, HeartbeatReport
+from .logs import LEVELS, set_level
+from .metrics import Metrics, MetricsSource
+from .omf import HealthEgress, HealthSource
+from .ratelimit import HeartbeatLimiter
 from .replication import Replicator
 from .settings import Settings
 
@@ -40,12 +45,75 @@ class Node:
         )
         self.relay_token = relay_token(settings.raft_password)
         self.relay = Relay(
-            self.replicator, self.relay_token, settings.failover.relay_linger, settings.request_timeout
+            self.replicator,
+            self.relay_token,
+            settings.failover.relay_linger,
+            settings.request_timeout,
         )
         self._publish_task: asyncio.Task[None] | None = None
+        self.auth = Authenticator(self.users, settings.security)
+        self.heartbeat_limiter = HeartbeatLimiter(
+            settings.failover.heartbeat_rate_limit, settings.security.heartbeat_burst
+        )
+        self._bootstrap_task: asyncio.Task[None] | None = None
+        self.metrics = Metrics(
+            MetricsSource(self.replicator.raw_status, self.replicator.read, self._ready_only)
+        )
+        self.health = HealthEgress(
+            HealthSource(
+                settings.node_id,
+                settings.cluster_name,
+                lambda: config.current(self.replicator.state).health_endpoints,
+                self._counts,
+                self.replicator.is_leader,
+                self._ready_only,
+            ),
+            settings.health_interval,
+            self.metrics,
+            self.started_at,
+            settings.data_dir,
+        )
+        self._log_level: str | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+
+    def users(self) -> dict[str, engine.User]:
+        # getattr: a snapshot written before users existed unpickles without the field.
+        users: dict[str, engine.User] = getattr(self.replicator.state, "users", {})
+        return users
 
     def _on_applied(self, command: engine.Command, result: engine.Result) -> None:
         self.coordinator.on_applied(command, result)
+        self.metrics.observe_applied(command, self.replicator.state)
+        if isinstance(command, engine.SetConfiguration):
+            self._follow_log_level()
+
+    def _follow_log_level(self) -> None:
+        """Apply the replicated LogLevel here (from the apply hook, and the watcher after a
+        snapshot load). The change is logged at Information whichever way it goes."""
+        level = config.current(self.replicator.state).log_level
+        if level is None or level == self._log_level:
+            return
+        self._log_level = level
+        quieter = LEVELS[level.lower()] > logging.getLogger().getEffectiveLevel()
+        if quieter:
+            log.info("Log level changed to %s (replicated configuration).", level)
+        set_level(level)
+        if not quieter:
+            log.info("Log level changed to %s (replicated configuration).", level)
+
+    async def _watch(self) -> None:
+        """Cheap periodic checks that have no event of their own: leader identity, log level."""
+        while True:
+            self.metrics.observe_leader(self.replicator.leader_address())
+            self._follow_log_level()
+            await asyncio.sleep(0.25)
+
+    def _ready_only(self) -> bool:
+        return self.is_ready()[0]
+
+    def _counts(self) -> tuple[int, int]:
+        with self.replicator.read() as state:
+            return len(state.groups), sum(len(g.sessions) for g in state.groups.values())
 
     def _on_raft_state(self, old: str, new: str) -> None:
         log.info("Raft state of %s: %s -> %s", self.settings.node_id, old, new)
@@ -55,11 +123,20 @@ class Node:
         self.coordinator.start()
         self.replicator.start()
         self._publish_task = asyncio.create_task(self._publish_member())
+        self._watch_task = asyncio.create_task(self._watch())
+        self.health.start()
+        if self.settings.security.bootstrap_admin:
+            self._bootstrap_task = asyncio.create_task(self._bootstrap_admin())
 
     async def stop(self) -> None:
         """Hand leadership over first, so a planned stop costs no election timeout."""
         if self._publish_task is not None:
             self._publish_task.cancel()
+        if self._bootstrap_task is not None:
+            self._bootstrap_task.cancel()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        await self.health.stop()
         if self.replicator.is_leader():
             await self.coordinator.stop()
             self.replicator.transfer_leadership()
@@ -90,6 +167,30 @@ class Node:
             except CfsError:
                 await asyncio.sleep(0.2)
 
+    async def _bootstrap_admin(self) -> None:
+        """Create the first administrator once: whichever node leads first submits it.
+
+        ``if_no_users`` and a fixed request id make it idempotent on every node and restart.
+        """
+        name, _, password = (self.settings.security.bootstrap_admin or "").partition(":")
+        password_hash = await asyncio.to_thread(hash_password, password)
+        command = engine.AddUser(
+            request_id=f"bootstrap-admin:{name}",
+            name=name,
+            role=engine.ADMINISTRATORS,
+            password_hash=password_hash,
+            if_no_users=True,
+        )
+        while not self.users():
+            if self.replicator.is_leader():
+                try:
+                    await self.replicator.submit(command, 2.0)
+                    log.info("Bootstrap administrator '%s' applied", name)
+                    return
+                except CfsError:
+                    pass
+            await asyncio.sleep(0.2)
+
     # ----------------------------------------------------------------- services
 
     async def submit(self, command: engine.Command) -> engine.Result:
@@ -106,6 +207,21 @@ class Node:
         return result
 
     async def heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
+        started = time.perf_counter()
+        path = "local" if self.coordinator.can_decide() else "relayed"
+        try:
+            answer = await self._answer_heartbeat(report)
+        except CfsError as exc:
+            self.metrics.heartbeat_errors.labels(str(exc.status)).inc()
+            raise
+        self.metrics.observe_heartbeat(path, started)
+        return answer
+
+    async def _answer_heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
+        if self.heartbeat_limiter.enabled:
+            group = self.replicator.state.groups.get(report.group_id)
+            pending = group is not None and group.pending == report.session_id
+            self.heartbeat_limiter.check(report.group_id, report.session_id, pending)
         if self.coordinator.can_decide():
             return await self.coordinator.heartbeat(report)
         return await self.relay.heartbeat(report)
@@ -119,9 +235,17 @@ class Node:
             return False, "no leader known"
         if self.replicator.is_leader() and not self.replicator.has_lease():
             return False, "leader without a current majority"
+        if not self.replicator.is_leader() and not self._connected_to_leader():
+            # pysyncobj keeps naming a lost leader while no peer is reachable (it only starts
+            # an election when connected to someone), so "leader known" alone is not enough.
+            return False, "not connected to the leader"
         commit, applied = status.get("commit_idx", 0), status.get("last_applied", 0)
         if applied < commit:
             return False, f"catching up (applied {applied} of {commit})"
         if self.settings.node_id not in self.replicator.state.members:
             return False, "member address not yet published"
         return True, "ready"
+
+    def _connected_to_leader(self) -> bool:
+        leader = self.replicator.leader_address()
+        return any(m.raft == leader and m.connected for m in self.replicator.members())

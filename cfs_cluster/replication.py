@@ -53,13 +53,13 @@ class _Store(SyncObjConsumer):  # type: ignore[misc]
         super().__init__()
         self.state = engine.ClusterState()
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, command: engine.Command) -> engine.Result:
         with self.lock:
             result = engine.apply(self.state, command)
         try:
             self.on_applied(command, result)
-        except Exception:  # noqa: BLE001 - a hook must never wedge the tick thread
+        except Exception:  # a hook must never wedge the tick thread
             log.exception("apply hook failed")
         return result
 
@@ -165,10 +165,10 @@ class Replicator:
         try:
             result, err = await asyncio.wait_for(future, max(0.01, deadline - time.monotonic()))
         except TimeoutError:
-            return FAIL_REASON.UNKNOWN_OUTCOME
+            return int(FAIL_REASON.UNKNOWN_OUTCOME)
         if err == FAIL_REASON.SUCCESS and isinstance(result, engine.Result):
             return result
-        return err if err != FAIL_REASON.SUCCESS else FAIL_REASON.UNKNOWN_OUTCOME
+        return int(err) if err != FAIL_REASON.SUCCESS else int(FAIL_REASON.UNKNOWN_OUTCOME)
 
     # ----------------------------------------------------------------- reads
 
@@ -180,7 +180,8 @@ class Replicator:
     @property
     def state(self) -> engine.ClusterState:
         """The state object for single-step lock-free reads (one dict lookup)."""
-        return self._store.state  # type: ignore[no-any-return]
+        state: engine.ClusterState = self._store.state
+        return state
 
     # ----------------------------------------------------------------- status
 
@@ -217,7 +218,9 @@ class Replicator:
             return False
         responses: dict[Any, float] = getattr(obj, "_SyncObj__lastResponseTime", {})
         others = obj.otherNodes
-        fresh = sum(1 for node in others if now - responses.get(node, 0.0) <= self._timing.leader_fallback)
+        fresh = sum(
+            1 for node in others if now - responses.get(node, 0.0) <= self._timing.leader_fallback
+        )
         return (fresh + 1) * 2 > len(others) + 1
 
     def raw_status(self) -> dict[str, Any]:
@@ -262,5 +265,5 @@ class Replicator:
 def _fail_name(err: int) -> str:
     for name, value in vars(FAIL_REASON).items():
         if value == err and name.isupper():
-            return name
+            return str(name)
     return str(err)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .errors import BadRequest
 
-__all__ = ["FailoverSettings", "RaftSettings", "Settings", "parse_address"]
+__all__ = ["FailoverSettings", "RaftSettings", "SecuritySettings", "Settings", "parse_address"]
 
 DEFAULT_API_PORT = 5590
 DEFAULT_RAFT_PORT = 5690
@@ -69,6 +69,34 @@ class FailoverSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """Authentication, back-off and TLS (docs/security.md)."""
+
+    # "auto": enforced once the cluster has a user; "required": always (401 until bootstrapped).
+    auth: str = "auto"
+    bootstrap_admin: str | None = None  # "name:password", applied once through Raft
+    failures_before_backoff: int = 5  # wrong credentials from one IP before it must wait
+    max_backoff: float = 60.0  # seconds
+    credential_cache_seconds: float = 300.0
+    heartbeat_burst: int = 10  # heartbeats a session may send at once under the rate limit
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_self_signed or self.tls_cert is not None
+
+    def validate(self) -> None:
+        if self.auth not in ("auto", "required"):
+            raise BadRequest("--auth must be 'auto' or 'required'.")
+        if self.bootstrap_admin is not None and ":" not in self.bootstrap_admin:
+            raise BadRequest("CFS_BOOTSTRAP_ADMIN must be 'name:password'.")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise BadRequest("--tls-cert and --tls-key go together.")
+
+
+@dataclass(frozen=True)
 class Settings:
     node_id: str
     api_host: str
@@ -84,18 +112,27 @@ class Settings:
     request_timeout: float = 5.0
     max_body_bytes: int = 1 << 20
     log_level: str = "info"
+    # Seconds between health/diagnostics OMF messages (spec §6.1: every minute).
+    health_interval: float = 60.0
+    # Names the cluster-wide element and FailoverObjectCount stream in PI (omf.py).
+    cluster_name: str = "cfs"
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     @property
     def api_url(self) -> str:
         if self.advertise_url:
             return self.advertise_url.rstrip("/")
         host = "127.0.0.1" if self.api_host in ("0.0.0.0", "") else self.api_host
-        return f"http://{host}:{self.api_port}"
+        scheme = "https" if self.security.tls else "http"
+        return f"{scheme}://{host}:{self.api_port}"
 
     def validate(self) -> None:
         self.raft.validate()
+        self.security.validate()
         if not self.node_id:
             raise BadRequest("node id must not be empty.")
+        if not 0.1 <= self.health_interval <= 86_400:
+            raise BadRequest("--health-interval must be between 0.1 and 86400 seconds.")
         if self.raft_address in self.peers:
             raise BadRequest("--peers must list the *other* members, not this node's --raft.")
         if not self.dev and not self.raft_password:

@@ -41,6 +41,9 @@ _TICKS_PER_DAY = 86_400 * TICKS_PER_SECOND
 # Ticks from 0001-01-01T00:00:00 to 1970-01-01T00:00:00 (the Unix epoch).
 _UNIX_EPOCH_TICKS = 621_355_968_000_000_000
 _MAX_TICKS = 3_155_378_975_999_999_999  # 9999-12-31T23:59:59.9999999
+# TimeSpan.MaxValue / MinValue in ticks (a .NET TimeSpan is a signed 64-bit tick count).
+_MAX_TIMESPAN_TICKS = 2**63 - 1
+_MIN_TIMESPAN_TICKS = -(2**63)
 MIN_DATETIME_TEXT = "0001-01-01T00:00:00"
 
 
@@ -61,25 +64,36 @@ class RoleOverride(IntEnum):
 
 _TIMESPAN = re.compile(
     r"^\s*(?P<sign>-)?(?:(?P<days>\d{1,8})\.)?(?P<h>\d{1,2}):(?P<m>\d{1,2})"
-    r"(?::(?P<s>\d{1,2})(?:\.(?P<frac>\d{1,7}))?)?\s*$"
+    r"(?::(?P<s>\d{1,2})(?:\.(?P<frac>\d{1,7}))?)?\s*$",
+    # Fix: ASCII digits only; without re.ASCII, \d also matches e.g. Arabic-Indic or
+    # full-width digits, which int() accepts, so "٠٠:٠١:٠٠" parsed as one minute.
+    re.ASCII,
 )
 _DATETIME = re.compile(
     r"^\s*(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[Tt ](?P<h>\d{2}):(?P<mi>\d{2})"
     r"(?::(?P<s>\d{2})(?:\.(?P<frac>\d{1,7}))?)?"
-    r"(?P<tz>[Zz]|[+-]\d{2}:?\d{2})?\s*$"
+    r"(?P<tz>[Zz]|[+-]\d{2}:?\d{2})?\s*$",
+    re.ASCII,  # Fix: ASCII digits only (see _TIMESPAN).
 )
+_INTEGER = re.compile(r"-?[0-9]{1,18}")  # bounded: int() refuses over 4300 digits
 
 
 def parse_timespan(value: object, field: str) -> int:
     """Parse a .NET TimeSpan (or a number of seconds) into ticks; raise BadRequest naming ``field``."""
     if isinstance(value, bool) or value is None:
-        raise BadRequest(f"{field} must be a TimeSpan such as \"00:01:00\".", parameters={field: str(value)})
+        raise BadRequest(
+            f'{field} must be a TimeSpan such as "00:01:00".', parameters={field: str(value)}
+        )
     if isinstance(value, int | float):
-        if not math.isfinite(value) or abs(value) > 10_675_199 * 86_400:
+        # Fix: the range test comes first; math.isfinite() raised OverflowError (not BadRequest)
+        # for an int too large for a float, such as a JSON number of 400 digits.
+        if abs(value) > 10_675_199 * 86_400 or not math.isfinite(value):
             raise BadRequest(f"{field} is out of range.", parameters={field: str(value)})
         return round(value * TICKS_PER_SECOND)
     if not isinstance(value, str):
-        raise BadRequest(f"{field} must be a TimeSpan string.", parameters={field: repr(value)[:64]})
+        raise BadRequest(
+            f"{field} must be a TimeSpan string.", parameters={field: repr(value)[:64]}
+        )
     match = _TIMESPAN.match(value)
     if match is None:
         raise BadRequest(
@@ -96,7 +110,12 @@ def parse_timespan(value: object, field: str) -> int:
         + ((hours * 60 + minutes) * 60 + seconds) * TICKS_PER_SECOND
         + int(frac or 0)
     )
-    return -ticks if match["sign"] else ticks
+    ticks = -ticks if match["sign"] else ticks
+    # Fix: a string beyond TimeSpan's range (e.g. "99999999.00:00:00") was accepted, although
+    # the numeric form has a range check and .NET refuses it with an OverflowException.
+    if not _MIN_TIMESPAN_TICKS <= ticks <= _MAX_TIMESPAN_TICKS:
+        raise BadRequest(f"{field} '{value}' is out of range.", parameters={field: value})
+    return ticks
 
 
 def format_timespan(ticks: int) -> str:
@@ -115,7 +134,9 @@ def format_timespan(ticks: int) -> str:
 def parse_datetime(value: object, field: str) -> int:
     """Parse an ISO 8601 date-time (up to 7 fractional digits) into UTC ticks since 0001-01-01."""
     if not isinstance(value, str):
-        raise BadRequest(f"{field} must be an ISO 8601 date-time string.", parameters={field: repr(value)[:64]})
+        raise BadRequest(
+            f"{field} must be an ISO 8601 date-time string.", parameters={field: repr(value)[:64]}
+        )
     match = _DATETIME.match(value)
     if match is None:
         raise BadRequest(
@@ -124,16 +145,26 @@ def parse_datetime(value: object, field: str) -> int:
     try:
         day = _dt.date(int(match["y"]), int(match["mo"]), int(match["d"]))
     except ValueError as exc:
-        raise BadRequest(f"{field} '{value}' is not a valid date.", parameters={field: value}) from exc
+        raise BadRequest(
+            f"{field} '{value}' is not a valid date.", parameters={field: value}
+        ) from exc
     hours, minutes, seconds = int(match["h"]), int(match["mi"]), int(match["s"] or 0)
     if hours > 23 or minutes > 59 or seconds > 59:
-        raise BadRequest(f"{field} '{value}' has a time field out of range.", parameters={field: value})
+        raise BadRequest(
+            f"{field} '{value}' has a time field out of range.", parameters={field: value}
+        )
     ticks = (day.toordinal() - 1) * _TICKS_PER_DAY
     ticks += ((hours * 60 + minutes) * 60 + seconds) * TICKS_PER_SECOND
     ticks += int((match["frac"] or "").ljust(7, "0") or 0)
     tz = match["tz"]
     if tz and tz not in ("Z", "z"):
-        offset_minutes = int(tz[1:3]) * 60 + int(tz[-2:])
+        offset_hours, offset_mins = int(tz[1:3]), int(tz[-2:])
+        # Fix: offsets such as "+00:99" or "+99:00" were accepted and silently shifted the time.
+        if offset_hours > 23 or offset_mins > 59:
+            raise BadRequest(
+                f"{field} '{value}' has an offset out of range.", parameters={field: value}
+            )
+        offset_minutes = offset_hours * 60 + offset_mins
         ticks -= (1 if tz[0] == "+" else -1) * offset_minutes * 60 * TICKS_PER_SECOND
     if not 0 <= ticks <= _MAX_TICKS:
         raise BadRequest(f"{field} '{value}' is out of range.", parameters={field: value})
@@ -172,7 +203,9 @@ def parse_enum(enum: type[E], value: object, field: str) -> E:
         for member in enum:
             if member.name.lower() == text.lower():
                 return member
-        if text.lstrip("-").isdigit():
+        # Fix: was text.lstrip("-").isdigit(), true for "--1" and "²", which int() then
+        # refused with ValueError (a 500 instead of a 400).
+        if _INTEGER.fullmatch(text):
             value = int(text)
     if isinstance(value, int) and not isinstance(value, bool):
         try:
@@ -181,7 +214,8 @@ def parse_enum(enum: type[E], value: object, field: str) -> E:
             pass
     allowed = ", ".join(f"{m.name} ({m.value})" for m in enum)
     raise BadRequest(
-        f"{field} '{str(value)[:64]}' is not one of: {allowed}.", parameters={field: str(value)[:64]}
+        f"{field} '{str(value)[:64]}' is not one of: {allowed}.",
+        parameters={field: str(value)[:64]},
     )
 
 

@@ -14,7 +14,7 @@ from .. import __version__
 from ..errors import CfsError
 from ..forwarding import RELAY_PATH
 from ..node import Node
-from . import clientfailover, cluster
+from . import clientfailover, cluster, configuration, observability, users
 from .errors import install_error_handlers, render
 from .frontdoor import FrontDoor
 
@@ -50,7 +50,10 @@ def create_app(node: Node) -> ASGIApp:
     app.add_exception_handler(Exception, on_unexpected)
     app.include_router(clientfailover.router)
     app.include_router(cluster.router)
-    
+    app.include_router(users.router)
+    app.include_router(configuration.router)
+    app.include_router(observability.router)
+
     def templates() -> list[str]:
         # Included routers are nested objects in current FastAPI; the OpenAPI document lists
         # every public path template with its prefix already applied.

@@ -49,10 +49,15 @@ def _node(request: Request) -> Node:
 
 
 def _request_id(request: Request) -> str:
-    """Clients may make a write idempotent across retries with a Request-Id header."""
+    """Clients may make a write idempotent across retries with a Request-Id header.
+
+    Fix: the key is scoped to the method and (canonical) path. It was the header alone, so a
+    client or proxy reusing one Request-Id for another request got the earlier request's
+    result replayed and its own request silently dropped (e.g. DELETE answered 204 but not done).
+    """
     given = request.headers.get("request-id")
     if given and len(given) <= 128:
-        return f"client:{given}"
+        return f"client:{request.method}:{request.url.path}:{given}"
     return uuid.uuid4().hex
 
 
@@ -135,7 +140,9 @@ async def delete_group(request: Request, group_id: str) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/groups/{group_id}/status", summary="Primary, pending primary and data time", responses=_ERRORS)
+@router.get(
+    "/groups/{group_id}/status", summary="Primary, pending primary and data time", responses=_ERRORS
+)
 async def group_status(request: Request, group_id: str) -> dict[str, Any]:
     return status_json(_group(_node(request), group_id))
 
@@ -166,7 +173,11 @@ async def create_session(request: Request, group_id: str) -> Response:
     return JSONResponse(session_json(group, _session(group, config.id)), status_code=status)
 
 
-@router.get("/groups/{group_id}/clientsessions/{session_id}", summary="Get a client session", responses=_ERRORS)
+@router.get(
+    "/groups/{group_id}/clientsessions/{session_id}",
+    summary="Get a client session",
+    responses=_ERRORS,
+)
 async def get_session(request: Request, group_id: str, session_id: str) -> dict[str, Any]:
     group = _group(_node(request), group_id)
     return session_json(group, _session(group, session_id))
@@ -180,7 +191,9 @@ async def get_session(request: Request, group_id: str, session_id: str) -> dict[
 )
 async def delete_session(request: Request, group_id: str, session_id: str) -> Response:
     now = ticks_from_unix(time.time())
-    await _node(request).submit(engine.DeleteSession(_request_id(request), group_id, session_id, now))
+    await _node(request).submit(
+        engine.DeleteSession(_request_id(request), group_id, session_id, now)
+    )
     return Response(status_code=204)
 
 

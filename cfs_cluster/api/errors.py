@@ -10,10 +10,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..errors import BadRequest, CfsError, MethodNotAllowed, NotFound
 
 __all__ = ["error_response_parts", "install_error_handlers"]
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def error_response_parts(exc: CfsError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -42,13 +45,29 @@ def render(exc: CfsError) -> Response:
     return response
 
 
-def _from_http(exc: StarletteHTTPException) -> CfsError:
+def _allowed_methods(request: Request) -> str:
+    """Every method the path supports (RFC 9110 §15.5.6).
+
+    Fix: Starlette's Allow header names only the methods of the *first* route whose path
+    matched, so PUT /groups answered "Allow: GET" although POST /groups exists too. Each
+    method is tried through the public ``matches`` (included routers are nested objects).
+    """
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
+def _from_http(request: Request, exc: StarletteHTTPException) -> CfsError:
     if exc.status_code == 404:
         return NotFound("No resource exists at this path.")
     if exc.status_code == 405:
-        allow = (exc.headers or {}).get("Allow", "")
+        allow = _allowed_methods(request) or (exc.headers or {}).get("Allow", "")
         return MethodNotAllowed(
-            f"The method is not allowed here; allowed: {allow or 'none'}.", parameters={"allow": allow}
+            f"The method is not allowed here; allowed: {allow or 'none'}.",
+            parameters={"allow": allow},
         )
     error = CfsError(str(exc.detail))
     error.status = exc.status_code
@@ -62,7 +81,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return render(_from_http(exc))
+        return render(_from_http(request, exc))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..auth import refusal_headers
 from ..errors import CfsError, PayloadTooLarge
 from ..liveness import HeartbeatReport
 from ..models import HeartbeatBody, check_id, heartbeat_json, load_json
@@ -46,9 +46,18 @@ class FrontDoor:
             return
         length = _content_length(scope)
         if length is not None and length > self.max_body:
-            await _send_error(send, PayloadTooLarge(f"The body has {length} bytes; the limit is {self.max_body}."))
+            await _send_error(
+                send, PayloadTooLarge(f"The body has {length} bytes; the limit is {self.max_body}.")
+            )
             return
         path: str = scope["path"]
+        try:  # the one place authentication and roles are enforced (auth.py)
+            await self.node.auth.check(
+                scope["method"], path, _header(scope, b"authorization"), _source(scope)
+            )
+        except CfsError as exc:
+            await _send_error(send, exc, refusal_headers(exc))
+            return
         if scope["method"] == "POST":
             match = HEARTBEAT_PATH.match(path)
             if match is not None:
@@ -71,7 +80,9 @@ class FrontDoor:
 
     # ----------------------------------------------------------------- heartbeat
 
-    async def _heartbeat(self, group_id: str, session_id: str, receive: Receive, send: Send) -> None:
+    async def _heartbeat(
+        self, group_id: str, session_id: str, receive: Receive, send: Send
+    ) -> None:
         try:
             body = await _read_body(receive, self.max_body)
             parsed = HeartbeatBody.parse(load_json(body))
@@ -149,8 +160,23 @@ def _limited(receive: Receive, limit: int) -> Receive:
     return wrapped
 
 
-async def _send_error(send: Send, exc: CfsError) -> None:
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return bytes(value)
+    return None
+
+
+def _source(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+async def _send_error(
+    send: Send, exc: CfsError, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     status, headers, body = error_response_parts(exc)
+    headers = headers + (extra or [])
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

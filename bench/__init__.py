@@ -1,0 +1,1 @@
+"""`make bench`: the benchmark suite of issue 6 (see docs/benchmarks.md)."""

@@ -1,0 +1,160 @@
+"""Measuring tools: wrk runs, per-process CPU/RSS from /proc, py-spy profiles, disk usage."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import httpload
+
+HERE = Path(__file__).resolve().parent
+TICK = os.sysconf("SC_CLK_TCK")
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def wrk(
+    port: int,
+    requests: list[httpload.Request],
+    duration: float,
+    connections: int = 32,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Closed-loop maximum: ``wrk -t1 -c32`` cycling through ``requests`` (wrk_cycle.lua)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as handle:
+        for _, path, body in requests:
+            handle.write(f"{path}\t{body.decode()}\n")
+        table = handle.name
+    cmd = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency",
+        "-s", str(HERE / "wrk_cycle.lua"), f"http://127.0.0.1:{port}", "--", table,
+    ]  # fmt: skip
+    try:
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=duration + 30, check=True
+        ).stdout
+    finally:
+        os.unlink(table)
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    result: dict[str, Any] = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])}  # type: ignore[index]
+    total = re.search(r"(\d+) requests in", out)
+    result["requests"] = int(total[1]) if total else 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non_2xx"] = int(non2xx[1]) if non2xx else 0
+    sock = re.search(r"Socket errors: (.*)", out)
+    result["socket_errors"] = sock[1].strip() if sock else ""
+    for pct in ("50", "90", "99"):
+        match = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        if match:
+            result[f"p{pct}_ms"] = round(float(match[1]) * _UNITS[match[2]], 3)
+    return result
+
+
+# ---------------------------------------------------------------------- /proc
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+@dataclass
+class CpuWindow:
+    """CPU% of each pid between ``start()`` and ``stop()`` (100 = one core)."""
+
+    pids: list[int]
+
+    def start(self) -> CpuWindow:
+        self._t0 = time.monotonic()
+        self._c0 = [cpu_seconds(p) for p in self.pids]
+        return self
+
+    def stop(self) -> list[float]:
+        elapsed = time.monotonic() - self._t0
+        return [
+            round(100 * (cpu_seconds(p) - c) / elapsed, 1)
+            for p, c in zip(self.pids, self._c0, strict=True)
+        ]
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def files_bytes(path: Path) -> dict[str, int]:
+    return {
+        str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file()
+    }
+
+
+# ---------------------------------------------------------------------- py-spy
+
+
+def pyspy_path() -> str | None:
+    venv = Path(os.environ.get("VIRTUAL_ENV", HERE.parent / ".venv")) / "bin" / "py-spy"
+    return str(venv) if venv.exists() else shutil.which("py-spy")
+
+
+def profile_start(pid: int, duration: float, out: Path) -> subprocess.Popen[bytes] | None:
+    binary = pyspy_path()
+    if binary is None:
+        return None
+    cmd = [
+        binary, "record", "--pid", str(pid), "--duration", str(int(duration)), "--rate", "250",
+        "--format", "raw", "--nonblocking", "--output", str(out),
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_profile(path: Path, top: int = 20) -> dict[str, Any]:
+    """Top functions by own samples and by inclusive samples from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    if not path.exists():
+        return {"samples": 0, "self": [], "inclusive": []}
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_frame(f) for f in stack.split(";")]
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+
+    def table(counter: Counter[str]) -> list[dict[str, Any]]:
+        return [
+            {"function": name, "samples": n, "pct": round(100 * n / max(total, 1), 1)}
+            for name, n in counter.most_common(top)
+        ]
+
+    return {"samples": total, "self": table(own), "inclusive": table(inclusive)}
+
+
+def _frame(frame: str) -> str:
+    """'func (path/to/file.py:123)' -> 'func (file.py)': aggregate over lines, short paths."""
+    match = re.match(r"(.*) \((.*?):\d+\)$", frame.strip())
+    if not match:
+        return frame.strip()
+    name, file = match[1], match[2]
+    short = "/".join(Path(file).parts[-2:])
+    return f"{name} ({short})"

@@ -1,0 +1,286 @@
+"""Tables and plots for docs/benchmarks.md: pure functions of the results dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+Row = list[str]
+
+
+def table(header: Row, rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def num(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float | int):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def ratio(a: Any, b: Any) -> str:
+    try:
+        return f"{a / b:.2f}×"
+    except (TypeError, ZeroDivisionError):
+        return "–"
+
+
+def _get(data: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+# ---------------------------------------------------------------------- markdown
+
+
+def markdown(results: dict[str, Any], images: list[str]) -> str:
+    items = results["items"]
+    parts = [_machine(results)]
+    sections = {
+        "throughput": _throughput,
+        "capacity": _capacity,
+        "failover": _failover,
+        "leaderkill": _leaderkill,
+    }
+    for name, render in sections.items():
+        if name in items:
+            source = results.get("sources", {}).get(name, "?")
+            if "error" in items[name]:
+                parts.append(f"## {name}\n\nFailed in run {source}: `{items[name]['error']}`\n")
+            else:
+                parts.append(render(items[name], source))
+    parts += [f"![{Path(i).stem}]({i})\n" for i in images]
+    return "\n".join(parts)
+
+
+def _machine(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    return (
+        f"Machine: {m.get('cpus')} CPUs ({m.get('cpu')}), Python {m.get('python')}, "
+        f"kernel {m.get('kernel')}, {m.get('wrk')}, {m.get('etcd')}.\n"
+    )
+
+
+def _throughput(t: dict[str, Any], source: str) -> str:
+    cfs, etcd, echo = t.get("cfs", {}), t.get("etcd", {}), t.get("echo", {})
+    rows = []
+    for label, data, peer in (
+        ("cfs heartbeat, at the leader", _get(cfs, "leader"), _get(etcd, "leader")),
+        ("cfs heartbeat, through a follower", _get(cfs, "follower"), _get(etcd, "follower")),
+        ("etcd lease keep-alive, at the leader", _get(etcd, "leader"), None),
+        ("etcd lease keep-alive, through a follower", _get(etcd, "follower"), None),
+        ("raw ASGI echo (uvicorn, uvloop + httptools)", echo, None),
+    ):
+        if not data:
+            continue
+        mx, half = data["max"], data["half_load"]
+        rows.append([
+            label,
+            num(mx["rps"]),
+            ratio(mx["rps"], _get(peer, "max", "rps")) if peer else "",
+            num(mx.get("p99_ms"), 1),
+            num(half["target_rate"]),
+            num(half["p50_ms"], 2),
+            num(half["p99_ms"], 2),
+            str(mx["non_2xx"] + half["errors"]),
+            " / ".join(num(c) for c in mx.get("cpu_pct", [])),
+        ])  # fmt: skip
+    text = f"## 1 + 5. Heartbeat throughput and latency (run {source})\n\n"
+    text += (
+        f"{num(cfs.get('sessions'))} registered cfs sessions and {num(etcd.get('leases'))} etcd "
+        "leases, cycled by the load generator. Maximum: `wrk -t1 -c32` (closed loop, keep-alive, "
+        "bench/wrk_cycle.lua). Half load: an open-loop asyncio client (bench/httpload.py, 32 "
+        "connections) at half the maximum, latency measured from each request's due time.\n\n"
+    )
+    text += table(
+        ["system / path", "max req/s", "ours/etcd", "p99 at max (ms)", "half-load rate",
+         "p50 (ms)", "p99 (ms)", "errors", "CPU % per process at max"],
+        rows,
+    )  # fmt: skip
+    text += _profile_section(cfs)
+    return text
+
+
+def _profile_section(cfs: dict[str, Any]) -> str:
+    text = ""
+    for key, title in (
+        ("profile_leader", "leader, heartbeats sent to the leader"),
+        ("profile_follower", "follower, heartbeats sent to the follower"),
+        ("profile_leader_via_follower", "leader, heartbeats relayed by a follower"),
+    ):
+        prof = cfs.get(key)
+        if not prof or not prof.get("samples"):
+            continue
+        text += f"\n### py-spy: {title} ({num(prof['samples'])} samples, bench/results/{prof.get('file')})\n\n"
+        rows = [
+            [f"`{s['function']}`", num(s["pct"], 1), f"`{i['function']}`", num(i["pct"], 1)]
+            for s, i in zip(prof["self"][:15], prof["inclusive"][:15], strict=False)
+        ]
+        text += table(["own time", "%", "inclusive", "%"], rows)
+    return text
+
+
+def _capacity(c: dict[str, Any], source: str) -> str:
+    nodes = [f"n{i + 1}" for i in range(len(c["rss_mb_held"]))]
+    rows = [
+        [n, num(c["rss_mb_empty"][i], 1), num(c["rss_mb_held"][i], 1), num(c["cpu_pct_idle"][i], 1),
+         num(c["cpu_pct_heartbeating"][i], 1), num(sum(c["disk_bytes"].get(n, {}).values()) / 1e6, 2),
+         ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in c["disk_bytes"].get(n, {}).items())]
+        for i, n in enumerate(nodes)
+    ]  # fmt: skip
+    hb = c["heartbeat_load"]
+    return (
+        f"## 2. Capacity: {num(c['groups'])} groups × 2 sessions at T = 15 s (run {source})\n\n"
+        f"Registered through the API in {c['register_seconds']} s "
+        f"({num(c['register_writes_per_s'])} Raft writes/s). Then every session heartbeats every "
+        f"T/2 = 7.5 s, spread over the three nodes: {num(hb['achieved_rate'])} heartbeats/s, "
+        f"p50 {hb['p50_ms']} ms, p99 {hb['p99_ms']} ms, {hb['errors']} errors.\n\n"
+        + table(
+            [
+                "node",
+                "RSS empty (MB)",
+                "RSS held (MB)",
+                "CPU % idle",
+                "CPU % heartbeating",
+                "disk (MB)",
+                "files",
+            ],
+            rows,
+        )  # fmt: skip
+        + f"\nRestart of the whole cluster (SIGTERM all, start all) to every node ready: "
+        f"**{c['restart_to_ready_s']} s**; groups after restart: {num(c['groups_after_restart'])}.\n"
+    )
+
+
+def _failover(f: dict[str, Any], source: str) -> str:
+    rows = []
+    for system, label in (("cfs", "cfs"), ("etcd", "etcd leases")):
+        data = f.get(system, {})
+        for key, what in (
+            ("answered_s", "adapter polling every T/2 is answered Primary / takes the key"),
+            ("decided_s", "decision visible (status / key polled every 50 ms)"),
+        ):
+            s = data.get(key)
+            if s:
+                rows.append(
+                    [
+                        label,
+                        what,
+                        str(s["n"]),
+                        num(s["median"], 3),
+                        num(s["p99"], 3),
+                        num(s["max"], 3),
+                    ]
+                )
+    b = f["bounds_s"]
+    return (
+        f"## 3. Failover timing, T = {f['T_s']} s (run {source})\n\n"
+        "Each trial: adapter a (primary) and b heartbeat every T/2; a stops at a random moment. "
+        "Times are from a's last acknowledged heartbeat. Bounds: T + T/2 = "
+        f"{b['T+T/2']} s (polling adapter), T + 1 s = {b['T+1']} s (decision).\n\n"
+        + table(["system", "measured", "trials", "median (s)", "p99 (s)", "max (s)"], rows)
+    )
+
+
+def _leaderkill(k: dict[str, Any], source: str) -> str:
+    return (
+        f"## 4. Raft leader kill -9 under heartbeat load (run {source})\n\n"
+        f"{num(k['groups'])} groups × 2 sessions heartbeat at {num(k['rate'])}/s through the two "
+        f"followers; the leader is killed at t = {k['kill_at_s']} s; new leader {k['new_leader']}.\n\n"
+        + table(
+            [
+                "sent",
+                "ok",
+                "failed",
+                "failure window (s)",
+                "role changes",
+                "p99 latency (ms)",
+                "max latency (ms)",
+                "statuses",
+            ],
+            [
+                [
+                    num(k["sent"]),
+                    num(k["ok"]),
+                    num(k["failed"]),
+                    num(k["failure_window_s"], 3),
+                    str(k["role_changes"]),
+                    num(k["latency_p99_ms"], 1),
+                    num(k["latency_max_ms"], 1),
+                    ", ".join(f"{s}: {n}" for s, n in sorted(k["statuses"].items())),
+                ]
+            ],
+        )  # fmt: skip
+    )
+
+
+# ---------------------------------------------------------------------- plots
+
+
+def plots(results: dict[str, Any], out: Path) -> list[str]:
+    """PNG plots (skipped without matplotlib); paths relative to docs/."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    t = results["items"].get("throughput")
+    if t and "error" not in t:
+        bars = {
+            "cfs leader": _get(t, "cfs", "leader"),
+            "cfs follower": _get(t, "cfs", "follower"),
+            "etcd leader": _get(t, "etcd", "leader"),
+            "etcd follower": _get(t, "etcd", "follower"),
+            "ASGI echo": _get(t, "echo"),
+        }
+        bars = {k: v for k, v in bars.items() if v}
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+        names = list(bars)
+        ax1.bar(names, [bars[n]["max"]["rps"] for n in names], color="#4477aa")
+        ax1.set_title("maximum req/s (wrk -t1 -c32)")
+        ax1.tick_params(axis="x", rotation=30)
+        x = range(len(names))
+        ax2.bar(
+            [i - 0.2 for i in x], [bars[n]["half_load"]["p50_ms"] for n in names], 0.4, label="p50"
+        )
+        ax2.bar(
+            [i + 0.2 for i in x], [bars[n]["half_load"]["p99_ms"] for n in names], 0.4, label="p99"
+        )
+        ax2.set_xticks(list(x), names, rotation=30)
+        ax2.set_title("latency at half of the maximum (ms)")
+        ax2.legend()
+        fig.tight_layout()
+        fig.savefig(out / "throughput.png", dpi=90)
+        plt.close(fig)
+        images.append("benchmarks/throughput.png")
+    f = results["items"].get("failover")
+    if f and "error" not in f:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        series = []
+        for system in ("cfs", "etcd"):
+            for key in ("answered_s", "decided_s"):
+                values = [r[key] for r in f[system]["raw"] if r.get(key) is not None]
+                if values:
+                    series.append((f"{system} {key[:-2]}", values))
+        ax.boxplot(
+            [v for _, v in series], tick_labels=[n for n, _ in series], orientation="horizontal"
+        )
+        ax.axvline(f["bounds_s"]["T+T/2"], color="red", linestyle="--", label="T + T/2 = T + 1 s")
+        ax.set_xlabel("seconds from the primary's last heartbeat")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "failover.png", dpi=90)
+        plt.close(fig)
+        images.append("benchmarks/failover.png")
+    return images

@@ -1,0 +1,265 @@
+"""The replicated global configuration: log level and health endpoints (spec §2.3 rows 13-16, §6.2).
+
+Everything here is pure: request bodies are parsed and validated into frozen values before they
+are replicated, and the engine stores them as they are. Secrets (``Password``, ``ClientSecret``)
+never leave through the API unmasked and never appear in a ``repr`` (and so in no log line).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import BadRequest
+from .wire import normalize_keys
+
+__all__ = [
+    "DEFAULT_LOG_LEVEL",
+    "LOG_LEVELS",
+    "MASK",
+    "GlobalConfig",
+    "HealthEndpoint",
+    "current",
+    "endpoint_json",
+    "parse_configuration",
+    "parse_endpoint",
+    "parse_endpoints",
+    "parse_log_level",
+    "unmask",
+]
+
+# Spec §7, low to high. Setting a level includes every higher one.
+LOG_LEVELS = ("Verbose", "Debug", "Information", "Warning", "Error", "Fatal")
+DEFAULT_LOG_LEVEL = "Information"
+MASK = "********"
+MAX_ENDPOINTS = 32
+MAX_FIELD_LENGTH = 2048
+_ENDPOINT_KEYS = (
+    "Id",
+    "Endpoint",
+    "UserName",
+    "Password",
+    "ClientId",
+    "ClientSecret",
+    "TokenEndpoint",
+    "ValidateEndpointCertificate",
+    # Deprecated (spec §6.2 PROPOSAL): accepted and ignored.
+    "Buffering",
+    "MaxBufferSizeMB",
+    "DebugExpiration",
+)
+
+
+@dataclass(frozen=True)
+class HealthEndpoint:
+    """One OMF destination. Secrets are excluded from ``repr`` so no log line can carry them."""
+
+    id: str
+    endpoint: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    token_endpoint: str | None = None
+    validate_certificate: bool = True
+
+    @property
+    def uses_client_credentials(self) -> bool:
+        return self.client_id is not None
+
+
+@dataclass(frozen=True)
+class GlobalConfig:
+    """``log_level`` None = never set: each node keeps the level it was started with."""
+
+    log_level: str | None = None
+    health_endpoints: tuple[HealthEndpoint, ...] = ()
+
+    def endpoint(self, endpoint_id: str) -> HealthEndpoint | None:
+        for item in self.health_endpoints:
+            if item.id == endpoint_id:
+                return item
+        return None
+
+
+def current(state: object) -> GlobalConfig:
+    """The configuration of a ClusterState (a snapshot older than this module has none)."""
+    config = getattr(state, "config", None)
+    return config if isinstance(config, GlobalConfig) else GlobalConfig()
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_log_level(value: Any, field_name: str = "LogLevel") -> str:
+    """A level name in any casing (or its index 0-5); returns the canonical name."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(LOG_LEVELS):
+        return LOG_LEVELS[value]
+    if isinstance(value, str):
+        wanted = value.strip().lower()
+        for name in LOG_LEVELS:
+            if name.lower() == wanted:
+                return name
+    raise BadRequest(
+        f"{field_name} '{str(value)[:32]}' is not one of: {', '.join(LOG_LEVELS)}.",
+        parameters={field_name: str(value)[:32]},
+    )
+
+
+def parse_logging(body: Any) -> str:
+    if not isinstance(body, Mapping):
+        raise BadRequest('The logging configuration must be an object: {"LogLevel": "<level>"}.')
+    values = normalize_keys(body, ("LogLevel",))
+    if "LogLevel" not in values:
+        raise BadRequest("LogLevel is required.")
+    return parse_log_level(values["LogLevel"])
+
+
+def parse_endpoint(body: Any, *, default_id: str | None = None) -> HealthEndpoint:
+    """Validate one health endpoint (spec §6.2). A missing Id gets ``default_id`` or a GUID."""
+    if not isinstance(body, Mapping):
+        raise BadRequest("A health endpoint must be a JSON object.")
+    v = normalize_keys(body, _ENDPOINT_KEYS)
+    endpoint_id = _id(v.get("Id"), default_id)
+    endpoint = _url(v.get("Endpoint"), "Endpoint", required=True)
+    username, password = _text(v, "UserName"), _text(v, "Password")
+    client_id, client_secret = _text(v, "ClientId"), _text(v, "ClientSecret")
+    token_endpoint = _url(v.get("TokenEndpoint"), "TokenEndpoint", required=False)
+    _pair(username, password, "UserName", "Password")
+    _pair(client_id, client_secret, "ClientId", "ClientSecret")
+    if username is not None and client_id is not None:
+        raise BadRequest(
+            "Give UserName/Password (PI Web API) or ClientId/ClientSecret (CONNECT data "
+            "services), not both."
+        )
+    if token_endpoint is not None and client_id is None:
+        raise BadRequest("TokenEndpoint is only used with ClientId/ClientSecret.")
+    validate = v.get("ValidateEndpointCertificate", True)
+    if validate is None:
+        validate = True
+    if not isinstance(validate, bool):
+        raise BadRequest("ValidateEndpointCertificate must be true or false.")
+    return HealthEndpoint(
+        endpoint_id,
+        endpoint or "",
+        username,
+        password,
+        client_id,
+        client_secret,
+        token_endpoint,
+        validate,
+    )
+
+
+def parse_endpoints(body: Any, *, allow_single: bool) -> tuple[HealthEndpoint, ...]:
+    """An array of endpoints (or one object when ``allow_single``); Ids must be unique."""
+    items = [body] if allow_single and isinstance(body, Mapping) else body
+    if not isinstance(items, list):
+        what = (
+            "a health endpoint object or an array of them"
+            if allow_single
+            else "an array of health endpoints"
+        )
+        raise BadRequest(f"The body must be {what}.")
+    if len(items) > MAX_ENDPOINTS:
+        raise BadRequest(f"At most {MAX_ENDPOINTS} health endpoints can be configured.")
+    endpoints = tuple(parse_endpoint(item) for item in items)
+    ids = [e.id.lower() for e in endpoints]
+    duplicates = sorted({e.id for e in endpoints if ids.count(e.id.lower()) > 1})
+    if duplicates:
+        raise BadRequest(f"Health endpoint Id given more than once: {', '.join(duplicates)}.")
+    return endpoints
+
+
+def parse_configuration(body: Any) -> tuple[str | None, tuple[HealthEndpoint, ...] | None]:
+    """``{"Logging": {...}, "HealthEndpoints": [...]}``; a missing section stays unchanged."""
+    if not isinstance(body, Mapping):
+        raise BadRequest(
+            'The configuration must be an object: {"Logging": …, "HealthEndpoints": […]}.'
+        )
+    values = normalize_keys(body, ("Logging", "HealthEndpoints"))
+    if not values:
+        raise BadRequest("The configuration must contain Logging and/or HealthEndpoints.")
+    level = parse_logging(values["Logging"]) if values.get("Logging") is not None else None
+    raw = values.get("HealthEndpoints")
+    endpoints = None if raw is None else parse_endpoints(raw, allow_single=False)
+    return level, endpoints
+
+
+def unmask(endpoint: HealthEndpoint, stored: HealthEndpoint | None) -> HealthEndpoint:
+    """A secret sent back as the mask (a GET, edited, PUT back) keeps the stored secret."""
+    password, secret = endpoint.password, endpoint.client_secret
+    if password == MASK:
+        if stored is None or stored.password is None:
+            raise BadRequest(f"Password of '{endpoint.id}' is the mask; give the real password.")
+        password = stored.password
+    if secret == MASK:
+        if stored is None or stored.client_secret is None:
+            raise BadRequest(f"ClientSecret of '{endpoint.id}' is the mask; give the real secret.")
+        secret = stored.client_secret
+    return replace(endpoint, password=password, client_secret=secret)
+
+
+def endpoint_json(endpoint: HealthEndpoint) -> dict[str, Any]:
+    """The GET shape: PascalCase, secrets masked (spec §2.3 "replaced with asterisks")."""
+    return {
+        "Id": endpoint.id,
+        "Endpoint": endpoint.endpoint,
+        "UserName": endpoint.username,
+        "Password": None if endpoint.password is None else MASK,
+        "ClientId": endpoint.client_id,
+        "ClientSecret": None if endpoint.client_secret is None else MASK,
+        "TokenEndpoint": endpoint.token_endpoint,
+        "ValidateEndpointCertificate": endpoint.validate_certificate,
+    }
+
+
+def _id(value: Any, default_id: str | None) -> str:
+    if value is None or value == "":
+        return default_id or str(uuid.uuid4())
+    if not isinstance(value, str):
+        raise BadRequest("Id must be a string.")
+    if len(value) > 256 or not all(c.isalnum() or c in "-_." for c in value):
+        raise BadRequest(
+            "Id must be 1-256 letters, digits, '-', '_' or '.'.", parameters={"Id": value[:64]}
+        )
+    return value
+
+
+def _text(values: Mapping[str, Any], name: str) -> str | None:
+    value = values.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string.")
+    if len(value) > MAX_FIELD_LENGTH:
+        raise BadRequest(f"{name} is longer than {MAX_FIELD_LENGTH} characters.")
+    return value
+
+
+def _url(value: Any, name: str, *, required: bool) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"{name} is required (the OMF endpoint URL).")
+        return None
+    if not isinstance(value, str) or len(value) > MAX_FIELD_LENGTH:
+        raise BadRequest(f"{name} must be an http(s) URL.")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise BadRequest(f"{name} is not a valid URL: {exc}.") from exc
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise BadRequest(f"{name} must be an absolute http:// or https:// URL.")
+    if parts.username is not None or parts.password is not None:
+        # Credentials in a URL would end up in logs; they belong in UserName/Password.
+        raise BadRequest(f"{name} must not contain credentials; use UserName and Password.")
+    return value
+
+
+def _pair(first: str | None, second: str | None, a: str, b: str) -> None:
+    if (first is None) != (second is None):
+        raise BadRequest(f"{a} and {b} go together: give both or neither.")

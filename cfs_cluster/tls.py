@@ -1,0 +1,107 @@
+"""HTTPS for the API: a given certificate, or a self-signed one generated in the data directory.
+
+Like the commercial service (spec §8.2) the self-signed certificate is made once, at first
+start, valid for years, with the node's names as SANs; it is reused on later starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import os
+import socket
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from .settings import Settings
+
+__all__ = ["certificate_files", "expiry", "expiry_warning", "generate_self_signed"]
+
+log = logging.getLogger("cfs.tls")
+
+SELF_SIGNED_YEARS = 15  # as the commercial installer (spec §8.2)
+WARN_BEFORE = dt.timedelta(days=30)
+
+
+def certificate_files(settings: Settings) -> tuple[Path, Path] | None:
+    """(cert, key) to serve with, generating the self-signed pair if needed; None = plain HTTP."""
+    sec = settings.security
+    if sec.tls_cert is not None and sec.tls_key is not None:
+        pair = (sec.tls_cert, sec.tls_key)
+    elif sec.tls_self_signed:
+        directory = settings.data_dir / "certificates"
+        pair = (directory / f"{settings.node_id}.crt", directory / f"{settings.node_id}.key")
+        if not pair[0].exists() or not pair[1].exists():
+            generate_self_signed(pair[0], pair[1], node_names(settings))
+            log.info("Generated a self-signed certificate %s", pair[0])
+    else:
+        return None
+    warning = expiry_warning(pair[0])
+    if warning:
+        log.warning(warning)
+    return pair
+
+
+def node_names(settings: Settings) -> list[str]:
+    names = [settings.node_id, settings.api_host, "localhost", "127.0.0.1", socket.gethostname()]
+    if settings.advertise_url:
+        host = settings.advertise_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        names.append(host)
+    return list(dict.fromkeys(n for n in names if n and n != "0.0.0.0"))
+
+
+def generate_self_signed(cert_path: Path, key_path: Path, names: list[str]) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365 * SELF_SIGNED_YEARS))
+        .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_bytes = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # The key is readable by the service account only (spec §8.2).
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key_bytes)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def expiry(cert_path: Path) -> dt.datetime:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return cert.not_valid_after_utc
+
+
+def expiry_warning(cert_path: Path, now: dt.datetime | None = None) -> str | None:
+    """A log line when the certificate expires within 30 days (or has expired)."""
+    ends = expiry(cert_path)
+    left = ends - (now or dt.datetime.now(dt.UTC))
+    if left > WARN_BEFORE:
+        return None
+    if left.total_seconds() <= 0:
+        return f"The API certificate {cert_path} expired on {ends.isoformat()}."
+    return f"The API certificate {cert_path} expires on {ends.isoformat()} ({left.days} days)."

@@ -1,0 +1,95 @@
+"""`cfs users add|remove|passwd|list`: user management through a node's REST API."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from typing import Any
+
+import httpx
+
+__all__ = ["add_users_parser", "users_command"]
+
+
+def add_users_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("users", help="manage API users (administrators only)")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("CFS_URL", "http://127.0.0.1:5590"),
+        help="any node's API URL [CFS_URL]",
+    )
+    p.add_argument(
+        "--user", default=os.environ.get("CFS_USER"), help="administrator name [CFS_USER]"
+    )
+    p.add_argument(
+        "--password",
+        default=os.environ.get("CFS_PASSWORD"),
+        help="administrator password [CFS_PASSWORD]; prompted if absent",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's TLS certificate (self-signed)",
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="create a user")
+    add.add_argument("name")
+    add.add_argument("--role", default="users", help="users (adapters) or administrators")
+    add.add_argument("--new-password", help="the new user's password; prompted if absent")
+    remove = actions.add_parser("remove", help="remove a user")
+    remove.add_argument("name")
+    passwd = actions.add_parser("passwd", help="change a user's password")
+    passwd.add_argument("name")
+    passwd.add_argument("--new-password", help="prompted if absent")
+    actions.add_parser("list", help="list users and roles")
+
+
+def users_command(args: argparse.Namespace) -> int:
+    auth = None
+    if args.user:
+        password = args.password if args.password is not None else getpass.getpass("Password: ")
+        auth = httpx.BasicAuth(args.user, password)
+    base = args.url.rstrip("/") + "/api/v1/users"
+    with httpx.Client(auth=auth, timeout=15, verify=not args.insecure) as client:
+        try:
+            response = _call(client, base, args)
+        except httpx.HTTPError as exc:
+            print(f"cfs users: cannot reach {args.url}: {exc}", file=sys.stderr)
+            return 1
+    if response.status_code >= 400:
+        print(f"cfs users: {response.status_code} {_reason(response)}", file=sys.stderr)
+        return 1
+    if args.action == "list":
+        for user in response.json():
+            print(f"{user['Name']}\t{user['Role']}")
+    else:
+        print(f"{args.action}: {args.name} ok")
+    return 0
+
+
+def _call(client: httpx.Client, base: str, args: argparse.Namespace) -> httpx.Response:
+    if args.action == "list":
+        return client.get(base)
+    if args.action == "remove":
+        return client.delete(f"{base}/{args.name}")
+    new_password = args.new_password or _prompt_new()
+    if args.action == "add":
+        body: dict[str, Any] = {"Name": args.name, "Password": new_password, "Role": args.role}
+        return client.post(base, json=body)
+    return client.put(f"{base}/{args.name}", json={"Password": new_password})
+
+
+def _prompt_new() -> str:
+    first = getpass.getpass("New password: ")
+    if first != getpass.getpass("Repeat: "):
+        raise SystemExit("cfs users: the passwords differ")
+    return first
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("Reason", response.text))
+    except ValueError:
+        return response.text[:200]

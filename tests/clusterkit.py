@@ -1,0 +1,201 @@
+"""Test harness: real `cfs serve` processes on 127.0.0.1, started and stopped by PID.
+
+Ports are picked at random below 32768 (ephemeral ports can self-connect, see
+research/probe-notes.md) and checked free, so several suites can run side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PORT_RANGE = (20000, 32000)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that are free right now."""
+    ports: list[int] = []
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(count * 200):
+        port = rng.randrange(*PORT_RANGE)
+        if port in ports:
+            continue
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("no free ports")
+
+
+@dataclass
+class NodeProcess:
+    node_id: str
+    api_port: int
+    raft_port: int
+    data_dir: Path
+    log_path: Path
+    peers: list[str]
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def raft(self) -> str:
+        return f"127.0.0.1:{self.raft_port}"
+
+    def start(self) -> None:
+        cmd = [
+            sys.executable, "-m", "cfs_cluster", "serve", "--dev",
+            "--node-id", self.node_id,
+            "--api", f"127.0.0.1:{self.api_port}",
+            "--raft", self.raft,
+            "--peers", ",".join(self.peers),
+            "--data-dir", str(self.data_dir),
+            *self.extra_args,
+        ]  # fmt: skip
+        log = self.log_path.open("ab")
+        env = {**os.environ, **self.env}
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """kill -9, then reap."""
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 15) -> int | None:
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.proc.returncode
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Cluster:
+    """N nodes; use as a context manager so every process is stopped by PID."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        size: int = 3,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        ports = free_ports(2 * size)
+        rafts = [f"127.0.0.1:{p}" for p in ports[size:]]
+        self.nodes = [
+            NodeProcess(
+                node_id=f"n{i + 1}",
+                api_port=ports[i],
+                raft_port=ports[size + i],
+                data_dir=base_dir / f"n{i + 1}",
+                log_path=base_dir / f"n{i + 1}.log",
+                peers=[r for j, r in enumerate(rafts) if j != i],
+                extra_args=list(extra_args or []),
+                env=dict(env or {}),
+            )
+            for i in range(size)
+        ]
+        self.client = httpx.Client(timeout=10)
+
+    def __enter__(self) -> Cluster:
+        for node in self.nodes:
+            node.start()
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.terminate()
+        self.client.close()
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def status(self, index: int) -> dict[str, Any] | None:
+        try:
+            response = self.client.get(self.nodes[index].url + "/api/v1/cluster", timeout=2)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    def wait_ready(self, timeout: float = 30, nodes: list[int] | None = None) -> None:
+        """Wait until every (listed, alive) node answers /readyz 200."""
+        indexes = nodes if nodes is not None else [i for i, n in enumerate(self.nodes) if n.alive]
+        deadline = time.monotonic() + timeout
+        pending = set(indexes)
+        while pending and time.monotonic() < deadline:
+            for i in list(pending):
+                try:
+                    response = self.client.get(self.nodes[i].url + "/readyz", timeout=1)
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 200:
+                    pending.discard(i)
+            if pending:
+                time.sleep(0.05)
+        if pending:
+            logs = {self.nodes[i].node_id: self.tail_log(i) for i in pending}
+            raise TimeoutError(f"nodes not ready: {sorted(pending)}; logs: {logs}")
+
+    def leader_index(self, timeout: float = 15, exclude: set[int] | None = None) -> int:
+        """Index of a live node (not in ``exclude``) that a live node names leader and that
+        agrees it leads (bounded wait). Excluded nodes are not even asked: a SIGSTOPped node
+        would stall every poll for the status timeout."""
+        skip = exclude or set()
+        candidates = [i for i, n in enumerate(self.nodes) if n.alive and i not in skip]
+        by_id = {self.nodes[i].node_id: i for i in candidates}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i in candidates:
+                status = self.status(i)
+                leader = by_id.get(status.get("Leader") or "") if status else None
+                if leader is None:
+                    continue
+                own = status if leader == i else self.status(leader)
+                if own is not None and own.get("Leader") == self.nodes[leader].node_id:
+                    return leader
+            time.sleep(0.05)
+        raise TimeoutError("no leader elected")
+
+    def tail_log(self, index: int, lines: int = 30) -> str:
+        path = self.nodes[index].log_path
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

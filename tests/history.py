@@ -1,0 +1,381 @@
+"""Heartbeat histories for fault tests: emulated adapters that record everything, and a checker.
+
+Adapters (asyncio + httpx, a few at low rate) heartbeat every FailoverTimeout / 2 through a list
+of node URLs, round-robin, moving to the next URL at once on an error. Every request is recorded
+with monotonic send and receive times and the answer (role, epoch, ValidFor). The checker then
+verifies the safety properties of design.md over the recorded history:
+
+- P1: no two sessions of a group hold overlapping valid Primary grants. A Primary answer grants
+  from its receive time until ``send + ValidFor`` (the adapter's own clock, from when it sent);
+  the grant ends early when that session receives a Secondary / PendingPrimary answer.
+- P2: no role (or epoch) change in a group after a given instant while its adapters heartbeat.
+- P3: after a primary adapter stops, another session of its group is answered Primary within a
+  bound, measured from the stopped adapter's last successful heartbeat send.
+- P4: every acknowledged create is present at the end on every listed node.
+
+The adapters run on their own event loop in a background thread, so a test can kill, stop and
+restart nodes synchronously while they run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import httpx
+
+from cfs_cluster.wire import TICKS_PER_SECOND, parse_timespan
+
+PRIMARY, SECONDARY, PENDING = 1, 0, 2
+RETRY_DELAY = 0.1  # seconds before an adapter retries a failed heartbeat on the next URL
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One heartbeat request as the adapter saw it (monotonic seconds)."""
+
+    group: str
+    session: str
+    url: str
+    sent: float
+    received: float
+    status: int | None  # None: transport error or client timeout
+    role: int | None = None
+    epoch: int | None = None
+    valid_for: float | None = None  # seconds
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and self.role is not None
+
+    @property
+    def key(self) -> Key:
+        return (self.group, self.session)
+
+
+@dataclass(frozen=True)
+class Grant:
+    session: str
+    start: float
+    end: float
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Violation:
+    group: str
+    first: Grant
+    second: Grant
+
+    def __str__(self) -> str:
+        return (
+            f"P1 in group {self.group}: {self.first.session} valid "
+            f"[{self.first.start:.3f}, {self.first.end:.3f}] (epoch {self.first.epoch}) overlaps "
+            f"{self.second.session} [{self.second.start:.3f}, {self.second.end:.3f}] "
+            f"(epoch {self.second.epoch})"
+        )
+
+
+@dataclass
+class History:
+    records: list[Record] = field(default_factory=list)
+    # Acknowledged creates: (group id, session id or None for a group).
+    creates: list[tuple[str, str | None]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, record: Record) -> None:
+        with self._lock:
+            self.records.append(record)
+
+    def snapshot(self) -> list[Record]:
+        with self._lock:
+            return sorted(self.records, key=lambda r: r.sent)
+
+    def of(self, key: Key) -> list[Record]:
+        return [r for r in self.snapshot() if r.key == key]
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+@dataclass
+class Adapter:
+    group: str
+    session: str
+    period: float  # FailoverTimeout / 2
+    score: float = 50.0
+    stopped: bool = False
+    stopped_at: float | None = None
+
+
+class Fleet:
+    """Emulated adapters heartbeating on a background event loop; stop() before reading results."""
+
+    def __init__(self, urls: list[str], history: History, timeout: float = 1.0) -> None:
+        self.urls = list(urls)
+        self.history = history
+        self.timeout = timeout
+        self.adapters: dict[Key, Adapter] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fleet", daemon=True)
+        self._tasks: list[concurrent.futures.Future[None]] = []
+        self._client: httpx.AsyncClient | None = None
+        self._stopping = False
+
+    def __enter__(self) -> Fleet:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def add(self, group: str, session: str, period: float, offset: int = 0) -> None:
+        adapter = Adapter(group, session, period)
+        self.adapters[(group, session)] = adapter
+        task = asyncio.run_coroutine_threadsafe(self._run(adapter, offset), self._loop)
+        self._tasks.append(task)
+
+    def add_writer(self, prefix: str, interval: float) -> None:
+        """Create groups ``prefix-N`` every ``interval`` through round-robin URLs (for P4)."""
+        task = asyncio.run_coroutine_threadsafe(self._write(prefix, interval), self._loop)
+        self._tasks.append(task)
+
+    def crash(self, group: str, session: str) -> float:
+        """Stop one adapter as if its process died; return the monotonic time of the stop."""
+        adapter = self.adapters[(group, session)]
+        adapter.stopped_at = time.monotonic()
+        adapter.stopped = True
+        return adapter.stopped_at
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._stopping = True
+        for adapter in self.adapters.values():
+            adapter.stopped = True
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                task.result(timeout=self.timeout + 2)
+        if self._client is not None:
+            asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        return self._client
+
+    async def _run(self, adapter: Adapter, offset: int) -> None:
+        index = offset
+        while not adapter.stopped:
+            url = self.urls[index % len(self.urls)]
+            index += 1  # round-robin; a failure retries on the next URL
+            record = await self._beat(adapter, url)
+            self.history.add(record)
+            wait = adapter.period - (time.monotonic() - record.sent) if record.ok else RETRY_DELAY
+            await _sleep_unless_stopped(adapter, max(wait, 0.0))
+
+    async def _beat(self, adapter: Adapter, url: str) -> Record:
+        path = f"/api/v1/clientfailover/groups/{adapter.group}/clientsessions/{adapter.session}/heartbeat"
+        sent = time.monotonic()
+        try:
+            response = await self._http().post(url + path, json={"FailoverScore": adapter.score})
+        except httpx.HTTPError as exc:
+            received = time.monotonic()
+            return Record(
+                adapter.group, adapter.session, url, sent, received, None, error=repr(exc)
+            )
+        received = time.monotonic()
+        if response.status_code != 200:
+            return Record(
+                adapter.group, adapter.session, url, sent, received, response.status_code,
+                error=response.text[:300],
+            )  # fmt: skip
+        body = response.json()
+        valid = parse_timespan(body["ValidFor"], "ValidFor") / TICKS_PER_SECOND
+        return Record(
+            adapter.group, adapter.session, url, sent, received, 200,
+            role=int(body["Role"]), epoch=int(body["Epoch"]), valid_for=valid,
+        )  # fmt: skip
+
+    async def _write(self, prefix: str, interval: float) -> None:
+        number = 0
+        while not self._stopping:
+            group = f"{prefix}-{number}"
+            url = self.urls[number % len(self.urls)]
+            body = {"Id": group, "FailoverTimeout": "00:01:00"}
+            number += 1
+            with contextlib.suppress(httpx.HTTPError):
+                response = await self._http().post(url + "/api/v1/clientfailover/groups", json=body)
+                if response.status_code in (200, 201):
+                    with self.history._lock:
+                        self.history.creates.append((group, None))
+            await asyncio.sleep(interval)
+
+
+async def _sleep_unless_stopped(adapter: Adapter, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not adapter.stopped and time.monotonic() < deadline:
+        await asyncio.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
+
+
+# --------------------------------------------------------------------------- checker
+
+
+def grants(records: Iterable[Record]) -> dict[str, list[Grant]]:
+    """Valid Primary grant intervals per group, from each session's own answers."""
+    by_session: dict[Key, list[Record]] = defaultdict(list)
+    for record in records:
+        if record.ok:
+            by_session[record.key].append(record)
+    result: dict[str, list[Grant]] = defaultdict(list)
+    for (group, session), answers in by_session.items():
+        answers.sort(key=lambda r: r.received)
+        for i, answer in enumerate(answers):
+            if answer.role != PRIMARY or answer.valid_for is None:
+                continue
+            end = answer.sent + answer.valid_for
+            # A later non-Primary answer ends the grant when the adapter receives it.
+            for later in answers[i + 1 :]:
+                if later.role != PRIMARY:
+                    end = min(end, later.received)
+                    break
+            if end > answer.received:
+                result[group].append(Grant(session, answer.received, end, answer.epoch or 0))
+    return result
+
+
+def p1_violations(records: Iterable[Record]) -> list[Violation]:
+    found: list[Violation] = []
+    for group, intervals in grants(records).items():
+        intervals.sort(key=lambda g: g.start)
+        for i, first in enumerate(intervals):
+            for second in intervals[i + 1 :]:
+                if second.start >= first.end:
+                    break
+                if second.session != first.session:
+                    found.append(Violation(group, first, second))
+    return found
+
+
+def role_changes(records: Iterable[Record], since: float) -> list[str]:
+    """P2: every role or epoch a session was answered after ``since`` differs from its last one before."""
+    last: dict[Key, tuple[int | None, int | None]] = {}
+    changes: list[str] = []
+    for record in sorted((r for r in records if r.ok), key=lambda r: r.received):
+        now = (record.role, record.epoch)
+        before = last.get(record.key)
+        if record.sent >= since and before is not None and before != now:
+            changes.append(
+                f"{record.group}/{record.session} at {record.received - since:+.2f} s "
+                f"via {record.url}: (role, epoch) {before} -> {now}"
+            )
+        last[record.key] = now
+    return changes
+
+
+def primaries_at(records: Iterable[Record], when: float) -> dict[str, set[str]]:
+    """The sessions per group whose latest answer received before ``when`` was Primary."""
+    latest: dict[Key, Record] = {}
+    for record in records:
+        newer = record.key not in latest or latest[record.key].received < record.received
+        if record.ok and record.received <= when and newer:
+            latest[record.key] = record
+    result: dict[str, set[str]] = defaultdict(set)
+    for (group, session), record in latest.items():
+        sessions = result[group]  # every answered group appears, even without a primary
+        if record.role == PRIMARY:
+            sessions.add(session)
+    return dict(result)
+
+
+def failed_seconds(records: Iterable[Record], since: float) -> float:
+    """Longest span, over adapters, from a failed heartbeat sent after ``since`` to the next success."""
+    worst = 0.0
+    by_session: dict[Key, list[Record]] = defaultdict(list)
+    for record in records:
+        by_session[record.key].append(record)
+    for answers in by_session.values():
+        answers.sort(key=lambda r: r.sent)
+        first_failure: float | None = None
+        for record in answers:
+            if record.sent < since:
+                continue
+            if not record.ok and first_failure is None:
+                first_failure = record.sent
+            elif record.ok and first_failure is not None:
+                worst = max(worst, record.received - first_failure)
+                first_failure = None
+        if first_failure is not None:  # still failing at the end
+            worst = max(worst, answers[-1].received - first_failure)
+    return worst
+
+
+def promotion_delay(
+    records: Iterable[Record], group: str, stopped: str, stop_time: float
+) -> float | None:
+    """P3: seconds from the stopped primary's last successful send to another session's Primary."""
+    ordered = sorted(records, key=lambda r: r.received)
+    last_sent = max(
+        (r.sent for r in ordered if r.ok and r.key == (group, stopped) and r.sent <= stop_time),
+        default=None,
+    )
+    if last_sent is None:
+        return None
+    for record in ordered:
+        if (
+            record.ok
+            and record.group == group
+            and record.session != stopped
+            and record.role == PRIMARY
+            and record.sent > last_sent
+        ):
+            return record.received - last_sent
+    return None
+
+
+def server_errors(records: Iterable[Record]) -> list[Record]:
+    """Answers no fault may cause: 5xx other than 503 (Unavailable), and any 4xx."""
+    return [r for r in records if r.status is not None and r.status != 200 and r.status != 503]
+
+
+def missing_creates(history: History, urls: list[str], timeout: float = 10.0) -> list[str]:
+    """P4: acknowledged creates absent on a node (each node gets ``timeout`` to catch up)."""
+    missing: list[str] = []
+    with httpx.Client(timeout=2) as client:
+        for url in urls:
+            for group, session in history.creates:
+                path = f"/api/v1/clientfailover/groups/{group}"
+                if session is not None:
+                    path += f"/clientsessions/{session}"
+                if not _eventually_found(client, url + path, timeout):
+                    missing.append(f"{url}{path}")
+    return missing
+
+
+def _eventually_found(client: httpx.Client, url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if client.get(url).status_code == 200:
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def fleet(urls: list[str], history: History, timeout: float = 1.0) -> Iterator[Fleet]:
+    with Fleet(urls, history, timeout) as running:
+        yield running

@@ -1,0 +1,430 @@
+"""Security: Basic auth and roles, the user store, back-off, credential cache, heartbeat rate limit.
+
+In-process single-node tests drive the real front door and Raft (one member) through httpx's
+ASGI transport; one test starts a real 3-node cluster with CFS_BOOTSTRAP_ADMIN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from clusterkit import Cluster, free_ports
+
+from cfs_cluster import auth, engine
+from cfs_cluster.api import create_app
+from cfs_cluster.errors import TooManyRequests
+from cfs_cluster.node import Node
+from cfs_cluster.ratelimit import HeartbeatLimiter
+from cfs_cluster.settings import FailoverSettings, SecuritySettings, Settings
+
+ADMIN = ("root", "s3cret-admin")
+ADAPTER = ("adapter", "adapter-pw")
+GROUPS = "/api/v1/clientfailover/groups"
+
+
+def basic(name: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{name}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def settings_for(tmp_path: Path, **security: Any) -> Settings:
+    api, raft = free_ports(2)
+    return Settings(
+        node_id="n1",
+        api_host="127.0.0.1",
+        api_port=api,
+        raft_address=f"127.0.0.1:{raft}",
+        peers=(),
+        data_dir=tmp_path / "n1",
+        dev=True,
+        security=SecuritySettings(**security),
+    )
+
+
+@asynccontextmanager
+async def single_node(settings: Settings) -> AsyncIterator[tuple[Node, httpx.AsyncClient]]:
+    node = Node(settings)
+    app = create_app(node)
+    await node.start()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cfs") as client:
+            await until(lambda: _ready(client), "node ready")
+            yield node, client
+    finally:
+        await node.stop()
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 200
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(what)
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def assert_error(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert {"OperationId", "Error", "Reason", "Resolution"} <= body.keys()
+    return body
+
+
+# --------------------------------------------------------------------------- unit
+
+
+def test_password_hash_roundtrip_and_salt() -> None:
+    first, second = auth.hash_password("pw"), auth.hash_password("pw")
+    assert first != second  # salted
+    assert auth.verify_password("pw", first)
+    assert not auth.verify_password("pW", first)
+    assert not auth.verify_password("pw", "garbage")
+    assert not auth.verify_password("pw", "scrypt$x$y$z$!!$!!")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "role"),
+    [
+        ("GET", "/healthz", None),
+        ("GET", "/readyz", None),
+        ("POST", "/_cluster/heartbeats", None),
+        ("GET", "/api/v1/cluster", auth.USERS),
+        ("POST", "/api/v1/ClientFailover/Groups", auth.USERS),
+        ("DELETE", "/api/v1/clientfailover/groups/g1", auth.ADMINISTRATORS),
+        ("DELETE", "/api/v1/clientfailover/groups/g1/clientsessions/s1", auth.USERS),
+        ("POST", "/api/v1/clientfailover/groups/g/clientsessions/s/heartbeat", auth.USERS),
+        (
+            "POST",
+            "/api/v1/clientfailover/groups/g/clientsessions/s/RoleOverride/",
+            auth.ADMINISTRATORS,
+        ),
+        ("PUT", "/api/v1/configuration/logging", auth.ADMINISTRATORS),
+        ("GET", "/api/v1/Users", auth.ADMINISTRATORS),
+        ("POST", "/api/v1/cluster/members", auth.ADMINISTRATORS),
+        ("GET", "/openapi.json", auth.USERS),
+    ],
+)
+def test_required_role(method: str, path: str, role: str | None) -> None:
+    assert auth.required_role(method, path) == role
+
+
+def test_user_commands_are_idempotent_and_protect_the_last_admin() -> None:
+    state = engine.ClusterState()
+    boot = engine.AddUser("b", "root", auth.ADMINISTRATORS, "h1", if_no_users=True)
+    assert engine.apply(state, boot).code == engine.Code.CREATED
+    again = engine.AddUser("b2", "other", auth.ADMINISTRATORS, "h2", if_no_users=True)
+    assert engine.apply(state, again).code == engine.Code.OK
+    assert list(state.users) == ["root"]
+    assert engine.apply(state, engine.RemoveUser("r", "root")).code == engine.Code.CONFLICT
+    demote = engine.UpdateUser("d", "root", role=auth.USERS)
+    assert engine.apply(state, demote).code == engine.Code.CONFLICT
+    missing = engine.UpdateUser("m", "nobody", password_hash="x")
+    assert engine.apply(state, missing).code == engine.Code.USER_NOT_FOUND
+
+
+def test_limiter_lets_the_pending_confirmation_chain_through() -> None:
+    now = [0.0]
+    limiter = HeartbeatLimiter(interval=1.0, burst=10, clock=lambda: now[0])
+    for _ in range(10):
+        limiter.check("g", "s", pending=False)
+    with pytest.raises(TooManyRequests) as refused:
+        limiter.check("g", "s", pending=False)
+    assert refused.value.retry_after == pytest.approx(1.0)
+    for _ in range(10):  # a PendingPrimary may borrow a whole burst even from an empty bucket
+        limiter.check("g", "s", pending=True)
+    with pytest.raises(TooManyRequests):
+        limiter.check("g", "s", pending=True)
+    now[0] += 30.0
+    limiter.check("g", "s", pending=False)  # refilled
+
+
+# --------------------------------------------------------------------------- in-process node
+
+
+def test_open_cluster_until_a_user_exists(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with single_node(settings_for(tmp_path)) as (node, client):
+            assert (await client.get("/api/v1/cluster")).status_code == 200
+            created = await client.post(
+                "/api/v1/users",
+                json={"Name": ADMIN[0], "Password": ADMIN[1], "Role": "Administrators"},
+            )
+            assert created.status_code == 201, created.text
+            refused = await client.get("/api/v1/cluster")
+            assert_error(refused, 401)
+            assert refused.headers["www-authenticate"].startswith('Basic realm="cfs"')
+            assert (await client.get("/api/v1/cluster", headers=basic(*ADMIN))).status_code == 200
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).status_code == 200
+
+    run(scenario())
+
+
+def test_roles_401_403_and_user_management(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        settings = settings_for(tmp_path, bootstrap_admin=f"{ADMIN[0]}:{ADMIN[1]}")
+        async with single_node(settings) as (node, client):
+            await until(lambda: _has_users(node), "bootstrap admin")
+            admin, adapter = basic(*ADMIN), basic(*ADAPTER)
+            assert_error(await client.get(GROUPS), 401)
+            assert_error(await client.get(GROUPS, headers=basic(ADMIN[0], "wrong")), 401)
+            add = {"name": ADAPTER[0], "password": ADAPTER[1], "role": "users"}
+            assert (await client.post("/api/v1/users", json=add, headers=admin)).status_code == 201
+            assert_error(await client.post("/api/v1/users", json=add, headers=admin), 409)
+            assert_error(await client.post("/api/v1/users", json=add, headers=adapter), 403)
+            listed = (await client.get("/api/v1/users", headers=admin)).json()
+            assert listed == [
+                {"Name": "adapter", "Role": "users"},
+                {"Name": "root", "Role": "administrators"},
+            ]
+
+            # An adapter creates a group and a session and heartbeats (lean path, authenticated).
+            group = {"Id": "g1", "FailoverTimeout": "00:00:10"}
+            assert (await client.post(GROUPS, json=group, headers=adapter)).status_code in (
+                200,
+                201,
+            )
+            sessions = f"{GROUPS}/g1/clientsessions"
+            assert (
+                await client.post(sessions, json={"Id": "s1"}, headers=adapter)
+            ).status_code in (200, 201)
+            beat = f"{sessions}/s1/heartbeat"
+            assert_error(await client.post(beat, json={"FailoverScore": 1}), 401)
+            answer = await client.post(beat, json={"FailoverScore": 1}, headers=adapter)
+            assert answer.status_code == 200, answer.text
+
+            # Role override and group deletion are for administrators.
+            override = f"{sessions}/s1/roleoverride"
+            body = {"Value": "Primary", "Period": "00:01:00"}
+            assert_error(await client.post(override, json=body, headers=adapter), 403)
+            assert (await client.post(override, json=body, headers=admin)).status_code == 200
+            assert_error(await client.delete(f"{GROUPS}/g1", headers=adapter), 403)
+
+            # A password change invalidates the cached credential at once.
+            changed = await client.put(
+                "/api/v1/users/adapter", json={"Password": "new-pw"}, headers=admin
+            )
+            assert changed.status_code == 200, changed.text
+            assert_error(await client.get(GROUPS, headers=adapter), 401)
+            assert (await client.get(GROUPS, headers=basic("adapter", "new-pw"))).status_code == 200
+            assert_error(await client.delete("/api/v1/users/root", headers=admin), 409)
+            assert (await client.delete("/api/v1/users/adapter", headers=admin)).status_code == 204
+            assert_error(await client.get(GROUPS, headers=basic("adapter", "new-pw")), 401)
+            assert_error(
+                await client.put("/api/v1/users/nobody", json={"Role": "users"}, headers=admin), 404
+            )
+            assert_error(
+                await client.post(
+                    "/api/v1/users", json={"Name": "a:b", "Password": "x"}, headers=admin
+                ),
+                400,
+            )
+            assert_error(await client.post("/api/v1/users", content=b"[", headers=admin), 400)
+
+    run(scenario())
+
+
+async def _has_users(node: Node) -> bool:
+    return bool(node.users())
+
+
+def test_credential_cache_spares_the_hash_on_heartbeats(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        settings = settings_for(tmp_path, bootstrap_admin=f"{ADMIN[0]}:{ADMIN[1]}")
+        async with single_node(settings) as (node, client):
+            await until(lambda: _has_users(node), "bootstrap admin")
+            admin = basic(*ADMIN)
+            await client.post(
+                GROUPS, json={"Id": "g", "FailoverTimeout": "00:00:10"}, headers=admin
+            )
+            await client.post(f"{GROUPS}/g/clientsessions", json={"Id": "s"}, headers=admin)
+            before = node.auth.hashes_computed
+            for _ in range(50):
+                response = await client.post(
+                    f"{GROUPS}/g/clientsessions/s/heartbeat",
+                    json={"FailoverScore": 1},
+                    headers=admin,
+                )
+                assert response.status_code == 200
+            assert node.auth.hashes_computed - before == 0
+
+    run(scenario())
+
+
+def test_backoff_after_repeated_failures(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        settings = settings_for(
+            tmp_path, bootstrap_admin=f"{ADMIN[0]}:{ADMIN[1]}", failures_before_backoff=3
+        )
+        async with single_node(settings) as (node, client):
+            await until(lambda: _has_users(node), "bootstrap admin")
+            wrong = basic(ADMIN[0], "nope")
+            for _ in range(3):
+                assert_error(await client.get(GROUPS, headers=wrong), 401)
+            blocked = await client.get(GROUPS, headers=basic(*ADMIN))
+            assert_error(blocked, 429)
+            assert int(blocked.headers["retry-after"]) >= 1
+            assert (await client.get("/healthz")).status_code == 200
+
+    run(scenario())
+
+
+def test_auth_required_without_users_refuses_everything_but_health(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with single_node(settings_for(tmp_path, auth="required")) as (_, client):
+            assert_error(await client.get(GROUPS), 401)
+            assert_error(
+                await client.post("/api/v1/users", json={"Name": "x", "Password": "y"}), 401
+            )
+            assert (await client.get("/readyz")).status_code == 200
+
+    run(scenario())
+
+
+def test_heartbeat_rate_limit_keeps_the_pending_chain(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        settings = settings_for(tmp_path, heartbeat_burst=10)
+        settings = replace(settings, failover=FailoverSettings(heartbeat_rate_limit=60.0))
+        async with single_node(settings) as (_, client):
+            await client.post(GROUPS, json={"Id": "g", "FailoverTimeout": "00:00:30"})
+            for sid in ("a", "b"):
+                await client.post(f"{GROUPS}/g/clientsessions", json={"Id": sid})
+
+            async def beat(sid: str, score: int) -> httpx.Response:
+                return await client.post(
+                    f"{GROUPS}/g/clientsessions/{sid}/heartbeat", json={"FailoverScore": score}
+                )
+
+            assert (await beat("a", 1)).json()["Role"] in (1, "Primary")
+            assert (await beat("b", 1)).status_code == 200
+            # A higher score makes b the candidate: PendingPrimary until a is told Secondary.
+            roles = [(await beat("b", 5)).json()["Role"]]
+            # 12 immediate confirmations: more than the burst of 10 a non-pending session gets.
+            for _ in range(12):
+                response = await beat("b", 5)
+                assert response.status_code == 200, response.text
+                roles.append(response.json()["Role"])
+            assert set(roles) <= {2, "PendingPrimary"}, roles
+            assert (await beat("a", 1)).json()["Role"] in (0, "Secondary")
+            promoted = await beat("b", 5)
+            assert promoted.status_code == 200, promoted.text
+            assert promoted.json()["Role"] in (1, "Primary")
+            # Now Primary with an exhausted bucket: the limit applies again.
+            limited = [(await beat("b", 5)).status_code for _ in range(11)]
+            assert 429 in limited
+            refused = await beat("b", 5)
+            assert_error(refused, 429)
+            assert int(refused.headers["retry-after"]) >= 1
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- real cluster
+
+
+@pytest.mark.cluster
+def test_three_node_cluster_with_bootstrap_admin(tmp_path: Path) -> None:
+    env = {"CFS_BOOTSTRAP_ADMIN": f"{ADMIN[0]}:{ADMIN[1]}"}
+    with Cluster(tmp_path, size=3, env=env) as cluster:
+        client = cluster.client
+        deadline = time.monotonic() + 15
+        while client.get(cluster.urls[0] + "/api/v1/cluster").status_code != 401:
+            assert time.monotonic() < deadline, "bootstrap admin never applied"
+            time.sleep(0.05)
+        admin = basic(*ADMIN)
+        for url in cluster.urls:
+            assert_error(client.get(url + GROUPS), 401)
+            assert client.get(url + "/readyz").status_code == 200
+        add = {"Name": ADAPTER[0], "Password": ADAPTER[1], "Role": "users"}
+        assert (
+            client.post(cluster.urls[1] + "/api/v1/users", json=add, headers=admin).status_code
+            == 201
+        )
+        adapter = basic(*ADAPTER)
+        group = {"Id": "g", "FailoverTimeout": "00:00:10"}
+        assert client.post(cluster.urls[2] + GROUPS, json=group, headers=adapter).status_code in (
+            200,
+            201,
+        )
+        sessions = f"{GROUPS}/g/clientsessions"
+        assert client.post(
+            cluster.urls[0] + sessions, json={"Id": "s"}, headers=adapter
+        ).status_code in (200, 201)
+        for url in cluster.urls:  # followers relay; every node knows the replicated users
+            beat = client.post(
+                f"{url}{sessions}/s/heartbeat", json={"FailoverScore": 1}, headers=adapter
+            )
+            assert beat.status_code == 200, beat.text
+        override = {"Value": "Primary", "Period": "00:01:00"}
+        assert_error(
+            client.post(
+                f"{cluster.urls[1]}{sessions}/s/roleoverride", json=override, headers=adapter
+            ),
+            403,
+        )
+        ok = client.post(
+            f"{cluster.urls[1]}{sessions}/s/roleoverride", json=override, headers=admin
+        )
+        assert ok.status_code == 200, ok.text
+
+
+def test_cli_users_against_the_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cfs_cluster.cli import main
+
+    env = {"CFS_BOOTSTRAP_ADMIN": f"{ADMIN[0]}:{ADMIN[1]}"}
+    with Cluster(tmp_path, size=3, env=env) as cluster:
+        url = cluster.urls[2]
+        creds = ["--url", url, "--user", ADMIN[0], "--password", ADMIN[1]]
+        deadline = time.monotonic() + 15
+        while main(["users", *creds, "list"]) != 0:
+            assert time.monotonic() < deadline, "bootstrap admin never applied"
+            time.sleep(0.1)
+        assert main(["users", *creds, "add", "plc1", "--new-password", "pw1"]) == 0
+        assert main(["users", *creds, "passwd", "plc1", "--new-password", "pw2"]) == 0
+        capsys.readouterr()
+        assert main(["users", *creds, "list"]) == 0
+        assert capsys.readouterr().out.splitlines() == ["plc1\tusers", "root\tadministrators"]
+        assert cluster.client.get(url + GROUPS, headers=basic("plc1", "pw2")).status_code == 200
+        assert (
+            main(["users", "--url", url, "--user", "plc1", "--password", "pw2", "remove", "root"])
+            == 1
+        )
+        assert main(["users", *creds, "remove", "plc1"]) == 0
+
+
+def test_self_signed_certificate_has_the_node_names(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+
+    from cfs_cluster import tls
+
+    settings = replace(settings_for(tmp_path, tls_self_signed=True), api_host="cfs-a.plant.local")
+    pair = tls.certificate_files(settings)
+    assert pair is not None
+    cert = x509.load_pem_x509_certificate(pair[0].read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "cfs-a.plant.local" in names.get_values_for_type(x509.DNSName)
+    assert pair[1].stat().st_mode & 0o077 == 0
+    assert tls.certificate_files(settings) == pair  # reused, not regenerated
+    assert tls.expiry_warning(pair[0]) is None
+    late = tls.expiry(pair[0]) - dt.timedelta(days=3)
+    assert "expires" in (tls.expiry_warning(pair[0], now=late) or "")
