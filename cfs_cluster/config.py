@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import BadRequest
+from .upgradable import Upgradable
 from .wire import normalize_keys
 
 __all__ = [
@@ -54,7 +55,7 @@ _ENDPOINT_KEYS = (
 
 
 @dataclass(frozen=True)
-class HealthEndpoint:
+class HealthEndpoint(Upgradable):
     """One OMF destination. Secrets are excluded from ``repr`` so no log line can carry them."""
 
     id: str
@@ -72,7 +73,7 @@ class HealthEndpoint:
 
 
 @dataclass(frozen=True)
-class GlobalConfig:
+class GlobalConfig(Upgradable):
     """``log_level`` None = never set: each node keeps the level it was started with."""
 
     log_level: str | None = None

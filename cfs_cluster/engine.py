@@ -28,7 +28,8 @@ The rules (spec §4.3, design.md P1):
    session was deleted (the adapter's own resignation). Until then the candidate stays
    PendingPrimary: at most one session ever holds a valid grant (P1).
 6. Once the grant is free, an override target or a lone session is granted Primary at once; any
-   other candidate is told PendingPrimary and granted Primary on its next heartbeat.
+   other candidate is told PendingPrimary and granted Primary on its next heartbeat (a heartbeat
+   that arrives while it already is the pending candidate; ``LivenessView.sender_was_pending``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from enum import StrEnum
 from typing import Any
 
 from .config import GlobalConfig, HealthEndpoint
+from .upgradable import Upgradable
 from .wire import TICKS_PER_SECOND, ClientRole, RoleOverride
 
 __all__ = [
@@ -74,7 +76,7 @@ MAX_EVENTS_PER_GROUP = 100
 
 
 @dataclass
-class HeartbeatRecord:
+class HeartbeatRecord(Upgradable):
     """The last heartbeat of a session, as checkpointed by the leader."""
 
     score: float
@@ -84,7 +86,7 @@ class HeartbeatRecord:
 
 
 @dataclass
-class Session:
+class Session(Upgradable):
     id: str
     name: str | None
     additional_data: Any
@@ -95,7 +97,7 @@ class Session:
 
 
 @dataclass
-class RoleEvent:
+class RoleEvent(Upgradable):
     """One role change of a group, kept for the decision history."""
 
     time: int  # UTC ticks
@@ -108,7 +110,7 @@ class RoleEvent:
 
 
 @dataclass
-class Group:
+class Group(Upgradable):
     id: str
     name: str | None
     description: str | None
@@ -128,14 +130,14 @@ class Group:
 
 
 @dataclass
-class Member:
+class Member(Upgradable):
     node_id: str
     raft: str
     api_url: str
 
 
 @dataclass
-class User:
+class User(Upgradable):
     """An API account. ``password_hash`` is computed before replication (auth.py), never here."""
 
     name: str
@@ -144,7 +146,7 @@ class User:
 
 
 @dataclass
-class ClusterState:
+class ClusterState(Upgradable):
     groups: dict[str, Group] = field(default_factory=dict)
     members: dict[str, Member] = field(default_factory=dict)
     applied: OrderedDict[str, Result] = field(default_factory=OrderedDict)
@@ -165,7 +167,7 @@ def role_of(group: Group, session_id: str) -> ClientRole:
 
 
 @dataclass(frozen=True)
-class Command:
+class Command(Upgradable):
     request_id: str
 
 
@@ -530,6 +532,10 @@ class LivenessView:
     now: int  # UTC ticks, for override expiry
     margin: float
     heartbeat_from: str | None = None
+    # True when ``heartbeat_from`` was already the pending candidate when its heartbeat arrived:
+    # only such a heartbeat confirms the grant (rule 6). The heartbeat that makes a session the
+    # candidate answers it PendingPrimary, so that the adapter's confirmation chain does the rest.
+    sender_was_pending: bool = False
 
 
 def evaluate(group: Group, view: LivenessView) -> Decide | None:
@@ -551,7 +557,7 @@ def evaluate(group: Group, view: LivenessView) -> Decide | None:
     elif desired is None:
         target = (None, None)
         why = _release_reason(primary, view, timeout) if primary else why
-    elif direct or (view.heartbeat_from == desired and pending == desired):
+    elif direct or (view.heartbeat_from == desired and view.sender_was_pending):
         target = (desired, None)
     else:
         target = (None, desired)

@@ -224,7 +224,9 @@ class Coordinator:
 
     # ----------------------------------------------------------------- decisions
 
-    def _view(self, group: engine.Group, heartbeat_from: str | None) -> engine.LivenessView:
+    def _view(
+        self, group: engine.Group, heartbeat_from: str | None, sender_was_pending: bool = False
+    ) -> engine.LivenessView:
         now = self._clock()
         ages: dict[str, float] = {}
         scores: dict[str, float] = {}
@@ -242,18 +244,20 @@ class Coordinator:
             now=ticks_from_unix(self._wall()),
             margin=self._failover.expiry_margin,
             heartbeat_from=heartbeat_from,
+            sender_was_pending=sender_was_pending,
         )
 
     async def _decide(self, group_id: str, heartbeat_from: str | None) -> engine.Group:
         """Commit whatever decisions the group needs now; return the group afterwards."""
         group = self._group(group_id)
-        if engine.evaluate(group, self._view(group, heartbeat_from)) is None:
+        was_pending = heartbeat_from is not None and group.pending == heartbeat_from
+        if engine.evaluate(group, self._view(group, heartbeat_from, was_pending)) is None:
             return group  # the hot path: nothing to change, nothing to replicate
         lock = self._locks.setdefault(group_id, asyncio.Lock())
         async with lock:
             for _ in range(MAX_DECISION_ROUNDS):
                 group = self._group(group_id)
-                decision = engine.evaluate(group, self._view(group, heartbeat_from))
+                decision = engine.evaluate(group, self._view(group, heartbeat_from, was_pending))
                 if decision is None:
                     break
                 if not self.can_decide():

@@ -33,6 +33,7 @@ import httpx
 from cfs_cluster.wire import TICKS_PER_SECOND, parse_timespan
 
 PRIMARY, SECONDARY, PENDING = 1, 0, 2
+MAX_CONFIRMATIONS = 10  # immediate PendingPrimary confirmations in a row (spec §4.2)
 RETRY_DELAY = 0.1  # seconds before an adapter retries a failed heartbeat on the next URL
 
 Key = tuple[str, str]
@@ -178,11 +179,16 @@ class Fleet:
 
     async def _run(self, adapter: Adapter, offset: int) -> None:
         index = offset
+        confirmations = 0
         while not adapter.stopped:
             url = self.urls[index % len(self.urls)]
             index += 1  # round-robin; a failure retries on the next URL
             record = await self._beat(adapter, url)
             self.history.add(record)
+            if record.ok and record.role == PENDING and confirmations < MAX_CONFIRMATIONS:
+                confirmations += 1  # as real adapters do: confirm at once (spec §4.2)
+                continue
+            confirmations = 0
             wait = adapter.period - (time.monotonic() - record.sent) if record.ok else RETRY_DELAY
             await _sleep_unless_stopped(adapter, max(wait, 0.0))
 

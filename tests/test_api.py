@@ -180,6 +180,16 @@ async def beat(
     return answer
 
 
+async def confirm(client: httpx.AsyncClient, group: str, session: str) -> dict[str, Any]:
+    """Heartbeat as an adapter does: answer PendingPrimary at once, at most 10 times (spec §4.2)."""
+    answer = await beat(client, group, session)
+    for _ in range(10):
+        if answer["Role"] != PENDING:
+            break
+        answer = await beat(client, group, session)
+    return answer
+
+
 async def get(client: httpx.AsyncClient, path: str) -> Any:
     return ok(await client.get(f"{API}{path}"))
 
@@ -455,6 +465,7 @@ def test_failover_when_primary_goes_silent(serve: Serve) -> None:
         await make_session(client, "G", "b")
         # Taken before a's last heartbeat is sent: a lower bound of when the server heard it.
         a_silent_since = time.monotonic()
+        assert (await beat(client, "G", "a"))["Role"] == PENDING  # named, not yet confirmed
         assert (await beat(client, "G", "a"))["Role"] == PRIMARY
         assert (await beat(client, "G", "b"))["Role"] == SECONDARY
         seen: list[int] = []
@@ -488,7 +499,7 @@ def test_role_override_primary_off_and_expiry(serve: Serve) -> None:
         await make_group(client, "G", "00:00:30")
         await make_session(client, "G", "a")
         await make_session(client, "G", "b")
-        assert (await beat(client, "G", "a"))["Role"] == PRIMARY
+        assert (await confirm(client, "G", "a"))["Role"] == PRIMARY
         assert (await beat(client, "G", "b"))["Role"] == SECONDARY
 
         def url(session: str) -> str:
