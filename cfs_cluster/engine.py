@@ -153,6 +153,7 @@ class ClusterState(Upgradable):
     next_order: int = 0
     users: dict[str, User] = field(default_factory=dict)  # API accounts (auth.py)
     config: GlobalConfig = field(default_factory=GlobalConfig)  # log level, health endpoints
+    opened_term: int = 0  # the Raft term whose leader's OpenTerm entry was applied last
 
 
 def role_of(group: Group, session_id: str) -> ClientRole:
@@ -232,6 +233,15 @@ class SaveCheckpoint(Command):
 
 
 @dataclass(frozen=True)
+class OpenTerm(Command):
+    """A new leader's first write. Once it is applied on a node, that node has applied every
+    entry committed before the term began (Raft §8: a leader learns what is committed only by
+    committing an entry of its own term), so its state may be read and decided on."""
+
+    term: int
+
+
+@dataclass(frozen=True)
 class RegisterMember(Command):
     node_id: str
     raft: str
@@ -304,7 +314,7 @@ def apply(state: ClusterState, command: Command) -> Result:
             result = handler(state, command)
         except Exception as exc:  # an exception here would wedge every replica
             result = Result(Code.INVALID, f"{type(exc).__name__}: {exc}")
-    if not isinstance(command, SaveCheckpoint | Decide):
+    if not isinstance(command, SaveCheckpoint | Decide | OpenTerm):
         _remember(state, command.request_id, result)
     return result
 
@@ -493,6 +503,11 @@ def _remove_user(state: ClusterState, cmd: RemoveUser) -> Result:
     return Result(Code.DELETED)
 
 
+def _open_term(state: ClusterState, cmd: OpenTerm) -> Result:
+    state.opened_term = max(state.opened_term, cmd.term)
+    return Result(Code.OK)
+
+
 def _last_admin(state: ClusterState, name: str) -> bool:
     """Removing or demoting the last administrator would lock everyone out of user management."""
     admins = [u.name for u in state.users.values() if u.role == ADMINISTRATORS]
@@ -508,6 +523,7 @@ _HANDLERS: dict[type[Command], Any] = {
     Decide: _decide,
     SaveCheckpoint: _save_checkpoint,
     RegisterMember: _register_member,
+    OpenTerm: _open_term,
     AddUser: _add_user,
     UpdateUser: _update_user,
     RemoveUser: _remove_user,

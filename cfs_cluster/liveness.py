@@ -15,11 +15,12 @@ import contextlib
 import heapq
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import engine
-from .errors import NotFound, Unavailable
+from .errors import CfsError, NotFound, Unavailable
 from .replication import Replicator
 from .settings import FailoverSettings, RaftSettings
 from .wire import TICKS_PER_SECOND, ClientRole, ticks_from_unix
@@ -84,7 +85,9 @@ class Coordinator:
         self._deadlines: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
         self._watchers: dict[str, asyncio.Event] = {}
-        self._leading = False
+        self._raft_leader = False  # pysyncobj says this node leads
+        self._leading = False  # ... and this term's OpenTerm entry is applied here
+        self._opening: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -98,6 +101,8 @@ class Coordinator:
         ]
 
     async def stop(self) -> None:
+        if self._opening is not None:
+            self._tasks.append(self._opening)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -118,16 +123,48 @@ class Coordinator:
             self._loop.call_soon_threadsafe(self._raft_state_changed, new)
 
     def _raft_state_changed(self, new: str) -> None:
-        leading = new == "leader"
-        if leading == self._leading:
+        raft_leader = new == "leader"
+        if raft_leader == self._raft_leader:
             return
-        self._leading = leading
+        self._raft_leader = raft_leader
+        self._leading = False
         self._reset()
-        if leading:
-            self._seed_from_checkpoint()
-            log.info("This node is now the Raft leader; every session gets a fresh grace.")
+        if self._opening is not None:
+            self._opening.cancel()
+            self._opening = None
+        if raft_leader:
+            self._opening = asyncio.create_task(self._open_term(), name="cfs-open-term")
         else:
             log.info("This node is no longer the Raft leader.")
+
+    async def _open_term(self) -> None:
+        """Decide nothing until this term's first entry is applied here.
+
+        Until then the local state may lack entries the previous leader committed (after a
+        full restart, all of them): groups would be answered 404 and seeded without their
+        sessions. Committing an entry of our own term is how a Raft leader learns the rest.
+        """
+        while self._raft_leader:
+            term = self._replicator.term()
+            command = engine.OpenTerm(request_id=f"term:{term}:{uuid.uuid4().hex}", term=term)
+            try:
+                await self._replicator.submit(command, self._request_timeout)
+            except CfsError as exc:
+                log.debug("Opening term %d failed (%s); retrying", term, exc)
+                await asyncio.sleep(0.05)
+                continue
+            if (
+                self._raft_leader
+                and self._replicator.is_leader()
+                and term == self._replicator.term()
+            ):
+                self._leading = True
+                self._seed_from_checkpoint()
+                log.info(
+                    "This node is now the Raft leader (term %d); every session gets a fresh grace.",
+                    term,
+                )
+            return
 
     def _reset(self) -> None:
         self._heard.clear()

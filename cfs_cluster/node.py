@@ -239,6 +239,9 @@ class Node:
             # pysyncobj keeps naming a lost leader while no peer is reachable (it only starts
             # an election when connected to someone), so "leader known" alone is not enough.
             return False, "not connected to the leader"
+        term = status.get("raft_term", 0)
+        if self.replicator.state.opened_term != term:
+            return False, f"waiting for the first entry of term {term}"
         commit, applied = status.get("commit_idx", 0), status.get("last_applied", 0)
         if applied < commit:
             return False, f"catching up (applied {applied} of {commit})"

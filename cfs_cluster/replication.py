@@ -192,6 +192,9 @@ class Replicator:
     def is_leader(self) -> bool:
         return self._obj is not None and bool(self._obj._isLeader())
 
+    def term(self) -> int:
+        return 0 if self._obj is None else int(self._obj.raftCurrentTerm)
+
     def leader_address(self) -> str | None:
         if self._obj is None:
             return None
