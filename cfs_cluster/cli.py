@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from .clustercli import add_cluster_parser, cluster_command
 from .errors import BadRequest
 from .settings import (
     DEFAULT_API_PORT,
@@ -271,10 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     _dev_cluster_parser(sub)
     add_users_parser(sub)
+    add_cluster_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "users":
             return users_command(args)
+        if args.command == "cluster":
+            return cluster_command(args)
         if args.command == "serve":
             return serve(args)
         return dev_cluster(args)

@@ -233,6 +233,13 @@ class SaveCheckpoint(Command):
 
 
 @dataclass(frozen=True)
+class RemoveMember(Command):
+    """Forget a member's published API URL (the Raft voter itself is removed by pysyncobj)."""
+
+    raft: str
+
+
+@dataclass(frozen=True)
 class OpenTerm(Command):
     """A new leader's first write. Once it is applied on a node, that node has applied every
     entry committed before the term began (Raft §8: a leader learns what is committed only by
@@ -503,6 +510,12 @@ def _remove_user(state: ClusterState, cmd: RemoveUser) -> Result:
     return Result(Code.DELETED)
 
 
+def _remove_member(state: ClusterState, cmd: RemoveMember) -> Result:
+    for node_id in [m.node_id for m in state.members.values() if m.raft == cmd.raft]:
+        del state.members[node_id]
+    return Result(Code.OK)
+
+
 def _open_term(state: ClusterState, cmd: OpenTerm) -> Result:
     state.opened_term = max(state.opened_term, cmd.term)
     return Result(Code.OK)
@@ -524,6 +537,7 @@ _HANDLERS: dict[type[Command], Any] = {
     SaveCheckpoint: _save_checkpoint,
     RegisterMember: _register_member,
     OpenTerm: _open_term,
+    RemoveMember: _remove_member,
     AddUser: _add_user,
     UpdateUser: _update_user,
     RemoveUser: _remove_user,

@@ -21,7 +21,7 @@ from .liveness import HeartbeatAnswer, HeartbeatReport
 from .replication import Replicator
 from .wire import ClientRole
 
-__all__ = ["RELAY_HEADER", "Relay", "relay_token"]
+__all__ = ["FORWARDED_HEADER", "RELAY_HEADER", "Relay", "relay_token"]
 
 log = logging.getLogger("cfs.forwarding")
 
@@ -53,6 +53,9 @@ def encode_answer(a: HeartbeatAnswer) -> list[Any]:
 def decode_answer(item: list[Any]) -> HeartbeatAnswer:
     role, ldpt, epoch, valid_for, timeout = item
     return HeartbeatAnswer(ClientRole(role), int(ldpt), int(epoch), int(valid_for), int(timeout))
+
+
+FORWARDED_HEADER = "X-CFS-Forwarded"
 
 
 class Relay:
@@ -139,6 +142,24 @@ class Relay:
                 "The leader's relay answer does not match the batch.", retry_after=0.5
             )
         return results
+
+    async def forward(
+        self, method: str, path: str, body: bytes, authorization: str | None
+    ) -> httpx.Response:
+        """Send an administrator's request on to the leader with the caller's own credentials
+        (the leader authenticates it again), marked so the leader never forwards it further."""
+        url = self._leader_url()
+        headers = {FORWARDED_HEADER: "1", "content-type": "application/json"}
+        if authorization:
+            headers["authorization"] = authorization
+        try:
+            return await self._client.request(
+                method, url + path, content=body, headers=headers, timeout=30.0
+            )
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"Could not reach the leader at {url}: {exc}", retry_after=0.5
+            ) from exc
 
     def _leader_url(self) -> str:
         leader = self._replicator.leader_address()

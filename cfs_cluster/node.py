@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from typing import Any
 
 from . import config, engine
 from .auth import Authenticator, hash_password
@@ -13,11 +14,13 @@ from .errors import CfsError, Conflict, NotFound, Unavailable
 from .forwarding import Relay, relay_token
 from .liveness import Coordinator, HeartbeatAnswer, HeartbeatReport
 from .logs import LEVELS, set_level
+from .membership import Membership
 from .metrics import Metrics, MetricsSource
 from .omf import HealthEgress, HealthSource
 from .ratelimit import HeartbeatLimiter
 from .replication import Replicator
 from .settings import Settings
+from .tls import certificate_status
 
 __all__ = ["Node"]
 
@@ -43,6 +46,7 @@ class Node:
         self.coordinator = Coordinator(
             self.replicator, settings.failover, settings.raft, settings.request_timeout
         )
+        self.membership = Membership(self.replicator, settings.raft, settings.request_timeout)
         self.relay_token = relay_token(settings.raft_password)
         self.relay = Relay(
             self.replicator,
@@ -107,6 +111,9 @@ class Node:
             self.metrics.observe_leader(self.replicator.leader_address())
             self._follow_log_level()
             await asyncio.sleep(0.25)
+
+    def tls_status(self) -> dict[str, Any]:
+        return certificate_status(self.settings)
 
     def _ready_only(self) -> bool:
         return self.is_ready()[0]

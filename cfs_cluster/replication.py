@@ -22,7 +22,7 @@ from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.config import FAIL_REASON
 
 from . import engine
-from .errors import Unavailable
+from .errors import Conflict, Unavailable
 from .settings import RaftSettings
 
 __all__ = ["MemberStatus", "Replicator"]
@@ -255,9 +255,50 @@ class Replicator:
     def other_addresses(self) -> list[str]:
         return [] if self._obj is None else sorted(str(n.id) for n in self._obj.otherNodes)
 
-    def transfer_leadership(self) -> None:
+    def transfer_leadership(self, to: str | None = None) -> None:
+        """Ask pysyncobj to hand leadership to ``to`` (or the most caught-up follower)."""
         if self._obj is not None and self._obj._isLeader():
-            self._obj.transferLeadership()
+            self._obj.transferLeadership(to)
+
+    def voters(self) -> list[str]:
+        """Raft addresses of every voting member, this node included, as pysyncobj sees it."""
+        return sorted([self._self_address, *self.other_addresses()])
+
+    async def change_membership(self, add: bool, address: str, timeout: float) -> None:
+        """Add or remove one voter through the Raft log (single-server change; pysyncobj
+        refuses a second change until the first is applied). Returns once committed."""
+        obj = self.obj
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+
+        def resolve(err: int) -> None:
+            if not future.done():
+                future.set_result(err)
+
+        def callback(_result: Any, err: int) -> None:
+            loop.call_soon_threadsafe(resolve, int(err))
+
+        if add:
+            obj.addNodeToCluster(address, callback=callback)
+        else:
+            obj.removeNodeFromCluster(address, callback=callback)
+        try:
+            err = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise Unavailable(
+                "The membership change was not confirmed in time; check GET /api/v1/cluster "
+                "before retrying.",
+                retry_after=1,
+            ) from None
+        if err == FAIL_REASON.REQUEST_DENIED:
+            raise Conflict(
+                "The cluster refused the membership change: another change is still in "
+                "progress, or the leader has not yet committed an entry of its term."
+            )
+        if err != FAIL_REASON.SUCCESS:
+            raise Unavailable(
+                f"The membership change did not commit ({_fail_name(err)}).", retry_after=1
+            )
 
     def destroy(self) -> None:
         if self._obj is not None:

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,12 +21,48 @@ from cryptography.x509.oid import NameOID
 
 from .settings import Settings
 
-__all__ = ["certificate_files", "expiry", "expiry_warning", "generate_self_signed"]
+__all__ = [
+    "certificate_files",
+    "certificate_status",
+    "configured_certificate",
+    "expiry",
+    "expiry_warning",
+    "generate_self_signed",
+]
 
 log = logging.getLogger("cfs.tls")
 
 SELF_SIGNED_YEARS = 15  # as the commercial installer (spec §8.2)
 WARN_BEFORE = dt.timedelta(days=30)
+
+
+def configured_certificate(settings: Settings) -> Path | None:
+    """The certificate this node serves (without generating one); None = plain HTTP."""
+    sec = settings.security
+    if sec.tls_cert is not None and sec.tls_key is not None:
+        return sec.tls_cert
+    if sec.tls_self_signed:
+        return settings.data_dir / "certificates" / f"{settings.node_id}.crt"
+    return None
+
+
+def certificate_status(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]:
+    """For GET /api/v1/cluster: which certificate, when it expires, and the warning if due."""
+    path = configured_certificate(settings)
+    if path is None:
+        return {"Enabled": False}
+    try:
+        ends = expiry(path)
+    except (OSError, ValueError) as exc:
+        return {"Enabled": True, "Certificate": str(path), "Error": f"{type(exc).__name__}"}
+    left = ends - (now or dt.datetime.now(dt.UTC))
+    return {
+        "Enabled": True,
+        "Certificate": str(path),
+        "NotAfter": ends.isoformat(),
+        "DaysLeft": left.days,
+        "Warning": expiry_warning(path, now),
+    }
 
 
 def certificate_files(settings: Settings) -> tuple[Path, Path] | None:

@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 from typing import Any
 
 import httpx
+
+from .adminclient import add_connection_arguments, connect, reason
 
 __all__ = ["add_users_parser", "users_command"]
 
 
 def add_users_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("users", help="manage API users (administrators only)")
-    p.add_argument(
-        "--url",
-        default=os.environ.get("CFS_URL", "http://127.0.0.1:5590"),
-        help="any node's API URL [CFS_URL]",
-    )
-    p.add_argument(
-        "--user", default=os.environ.get("CFS_USER"), help="administrator name [CFS_USER]"
-    )
-    p.add_argument(
-        "--password",
-        default=os.environ.get("CFS_PASSWORD"),
-        help="administrator password [CFS_PASSWORD]; prompted if absent",
-    )
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="do not verify the server's TLS certificate (self-signed)",
-    )
+    add_connection_arguments(p)
     actions = p.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="create a user")
     add.add_argument("name")
@@ -47,19 +31,15 @@ def add_users_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def users_command(args: argparse.Namespace) -> int:
-    auth = None
-    if args.user:
-        password = args.password if args.password is not None else getpass.getpass("Password: ")
-        auth = httpx.BasicAuth(args.user, password)
     base = args.url.rstrip("/") + "/api/v1/users"
-    with httpx.Client(auth=auth, timeout=15, verify=not args.insecure) as client:
+    with connect(args) as client:
         try:
             response = _call(client, base, args)
         except httpx.HTTPError as exc:
             print(f"cfs users: cannot reach {args.url}: {exc}", file=sys.stderr)
             return 1
     if response.status_code >= 400:
-        print(f"cfs users: {response.status_code} {_reason(response)}", file=sys.stderr)
+        print(f"cfs users: {response.status_code} {reason(response)}", file=sys.stderr)
         return 1
     if args.action == "list":
         for user in response.json():
@@ -86,10 +66,3 @@ def _prompt_new() -> str:
     if first != getpass.getpass("Repeat: "):
         raise SystemExit("cfs users: the passwords differ")
     return first
-
-
-def _reason(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("Reason", response.text))
-    except ValueError:
-        return response.text[:200]

@@ -129,6 +129,44 @@ class Cluster:
             for i in range(size)
         ]
         self.client = httpx.Client(timeout=10)
+        self._base_dir = base_dir
+        self._extra_args = list(extra_args or [])
+        self._env = dict(env or {})
+
+    def spawn(self) -> int:
+        """Start one more node whose --peers name every current node (it joins as a voter
+        only when added through the membership API); returns its index."""
+        api_port, raft_port = free_ports(2)
+        name = f"n{len(self.nodes) + 1}"
+        node = NodeProcess(
+            node_id=name,
+            api_port=api_port,
+            raft_port=raft_port,
+            data_dir=self._base_dir / name,
+            log_path=self._base_dir / f"{name}.log",
+            peers=[n.raft for n in self.nodes],
+            extra_args=list(self._extra_args),
+            env=dict(self._env),
+        )
+        self.nodes.append(node)
+        node.start()
+        self.wait_alive(len(self.nodes) - 1)
+        return len(self.nodes) - 1
+
+    def wait_alive(self, index: int, timeout: float = 30) -> None:
+        """Until the node's API answers /healthz (it may not be ready: no leader yet)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.nodes[index].alive:
+            try:
+                if (
+                    self.client.get(self.nodes[index].url + "/healthz", timeout=1).status_code
+                    == 200
+                ):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"node {index} never answered /healthz: {self.tail_log(index)}")
 
     def __enter__(self) -> Cluster:
         for node in self.nodes:

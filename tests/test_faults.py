@@ -231,3 +231,24 @@ def test_history_checker_flags_overlapping_grants() -> None:
         Record("g", "a", "u", 1.4, 1.5, 200, 1, 1, 2.0),
     ]
     assert failed_seconds(failing, since=0.5) == pytest.approx(0.5)
+
+
+def test_rolling_restart_changes_no_role(cluster: Cluster) -> None:
+    """The documented upgrade: one node at a time, the leader last after handing leadership
+    over; each node must be ready again before the next goes down."""
+
+    def rolling_restart(c: Cluster) -> list[int]:
+        leader = c.leader_index()
+        for i in [*(j for j in range(3) if j != leader), leader]:
+            if i == c.leader_index():
+                moved = c.client.post(c.nodes[i].url + "/api/v1/cluster/transfer-leader", json={})
+                assert moved.status_code == 200, moved.text
+            assert c.nodes[i].terminate() in (0, -signal.SIGTERM), c.tail_log(i)  # not -9
+            c.nodes[i].start()
+            c.wait_ready(timeout=30, nodes=[i])
+        return [0, 1, 2]
+
+    history, since = _run_fault(cluster, rolling_restart)
+    _check_safety(history, since)
+    failed = _report("rolling restart", history, since)
+    assert failed <= MAX_FAILED_SECONDS

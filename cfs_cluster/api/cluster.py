@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..errors import CfsError, NotFound, Unavailable
-from ..forwarding import RELAY_HEADER, RELAY_PATH, decode_report, encode_answer
+from ..errors import BadRequest, CfsError, NotFound, Unavailable
+from ..forwarding import FORWARDED_HEADER, RELAY_HEADER, RELAY_PATH, decode_report, encode_answer
+from ..membership import HANDED_OVER, MemberChange
 from ..models import load_json
 from ..node import Node
 
@@ -40,16 +42,25 @@ async def readyz(request: Request) -> Response:
 @router.get("/api/v1/cluster", summary="Members, leader, term, commit and applied index")
 async def cluster(request: Request) -> dict[str, Any]:
     node = _node(request)
+    view = _local_view(node)
+    if not node.replicator.is_leader() and not request.headers.get(FORWARDED_HEADER):
+        await _merge_leader_view(node, request, view)
+    return view
+
+
+def _local_view(node: Node) -> dict[str, Any]:
     rep = node.replicator
     status = rep.raw_status()
     leader = rep.leader_address()
+    commit = status.get("commit_idx")
     by_raft = {m.raft: m for m in rep.state.members.values()}
-    members = []
     statuses = {m.raft: m for m in rep.members()}
-    for raft in sorted([rep.self_address, *rep.other_addresses()]):
+    members = []
+    for raft in rep.voters():
         member = by_raft.get(raft)
         info = statuses.get(raft)
         is_self = raft == rep.self_address
+        match = status.get("last_applied") if is_self else (info and info.match_index)
         members.append(
             {
                 "Id": member.node_id if member else None,
@@ -59,7 +70,8 @@ async def cluster(request: Request) -> dict[str, Any]:
                 "Self": is_self,
                 "Reachable": True if is_self else bool(info and info.connected),
                 "LastContactSeconds": None if info is None else info.last_contact,
-                "MatchIndex": None if info is None else info.match_index,
+                "MatchIndex": match,
+                "Lag": None if match is None or commit is None else max(0, commit - match),
             }
         )
     leader_member = by_raft.get(leader) if leader else None
@@ -69,12 +81,124 @@ async def cluster(request: Request) -> dict[str, Any]:
         "Leader": leader_member.node_id if leader_member else None,
         "LeaderRaft": leader,
         "Term": status.get("raft_term"),
-        "CommitIndex": status.get("commit_idx"),
+        "CommitIndex": commit,
         "AppliedIndex": status.get("last_applied"),
         "HasQuorum": status.get("has_quorum"),
         "Ready": ready,
         "ReadyReason": why,
         "Members": members,
+        "MembersView": "leader" if rep.is_leader() else "local",
+        "Tls": node.tls_status(),
+    }
+
+
+async def _merge_leader_view(node: Node, request: Request, view: dict[str, Any]) -> None:
+    """Match index, lag and last contact are known only to the leader: ask it (best effort)."""
+    try:
+        answer = await node.relay.forward(
+            "GET", "/api/v1/cluster", b"", request.headers.get("authorization")
+        )
+        leader_members = {m["Raft"]: m for m in answer.json()["Members"]}
+    except (CfsError, ValueError, KeyError, TypeError):
+        return
+    if answer.status_code != 200:
+        return
+    for member in view["Members"]:
+        seen = leader_members.get(member["Raft"])
+        if seen is not None:
+            for key in ("MatchIndex", "Lag", "LastContactSeconds"):
+                member[key] = seen.get(key)
+            member["ReachableFromLeader"] = seen.get("Reachable")
+    view["MembersView"] = "leader"
+
+
+# ----------------------------------------------------------------- membership (administrators)
+
+_MEMBER_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed address or body"},
+    404: {"description": "No such member"},
+    409: {"description": "Unsafe change refused (quorum, unreachable node, change in progress)"},
+    503: {"description": "No leader, or the change did not commit in time"},
+}
+
+
+@router.post(
+    "/api/v1/cluster/members",
+    summary="Add a voting member (one at a time; the node must already be running)",
+    status_code=201,
+    responses=_MEMBER_ERRORS,
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"example": {"Raft": "10.0.0.14:5690"}}}}
+    },
+)
+async def add_member(request: Request) -> Response:
+    body = await _object_body(request)
+    return await _on_leader(request, lambda node: node.membership.add(body.get("Raft")), 201)
+
+
+@router.delete(
+    "/api/v1/cluster/members/{member}",
+    summary="Remove a member by node id or Raft address (refused if quorum would be lost)",
+    responses=_MEMBER_ERRORS,
+)
+async def remove_member(request: Request, member: str) -> Response:
+    return await _on_leader(request, lambda node: node.membership.remove(member))
+
+
+@router.post(
+    "/api/v1/cluster/transfer-leader",
+    summary="Hand Raft leadership to a member (or the most caught-up one)",
+    responses=_MEMBER_ERRORS,
+    openapi_extra={"requestBody": {"content": {"application/json": {"example": {"To": "n2"}}}}},
+)
+async def transfer_leader(request: Request) -> Response:
+    raw = await request.body()
+    body = await _object_body(request) if raw.strip() else {}
+    to = body.get("To")
+    if to is not None and not isinstance(to, str):
+        raise BadRequest("To must be a node id or a Raft address.")
+    return await _on_leader(request, lambda node: node.membership.transfer_leadership(to))
+
+
+async def _object_body(request: Request) -> dict[str, Any]:
+    body = load_json(await request.body())
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body
+
+
+async def _on_leader(
+    request: Request,
+    action: Callable[[Node], Awaitable[MemberChange]],
+    status: int = 200,
+) -> Response:
+    """Run ``action`` here if this node leads, else hand the request to the leader."""
+    node = _node(request)
+    if node.replicator.is_leader():
+        change = await action(node)
+        if change.action != HANDED_OVER:
+            return JSONResponse(_change_body(change), status_code=status)
+    elif request.headers.get(FORWARDED_HEADER):
+        raise Unavailable("Leadership moved while the request was forwarded; retry.", retry_after=1)
+    answer = await node.relay.forward(
+        request.method, request.url.path, await request.body(), request.headers.get("authorization")
+    )
+    headers = {k: v for k, v in answer.headers.items() if k.lower() in ("retry-after",)}
+    return Response(
+        answer.content,
+        status_code=answer.status_code,
+        headers=headers,
+        media_type=answer.headers.get("content-type", "application/json"),
+    )
+
+
+def _change_body(change: MemberChange) -> dict[str, Any]:
+    return {
+        "Action": change.action,
+        "Raft": change.raft,
+        "Voters": list(change.voters),
+        "LeaderRaft": change.leader,
+        "CaughtUp": change.caught_up,
     }
 
 
