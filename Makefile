@@ -18,10 +18,16 @@ run: $(STAMP)
 	$(BIN)/cfs dev-cluster --nodes 3 --data-dir .cfs-data
 
 test: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow and not chaos"
 
 test-all: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not chaos"
+
+# Randomized fault schedule (tests/test_chaos.py): CHAOS_SECONDS=300 by default, CHAOS_SEED to
+# replay a run; prints the report and writes chaos-report.json. Partitions need root + iproute2.
+CHAOS_SECONDS ?= 300
+chaos: $(STAMP)
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/pytest -q -s -m chaos tests/test_chaos.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format cfs_cluster tests bench

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cfs_cluster.agent import AgentSettings, ClientRole, FailoverAgent, RoleChange
+from cfs_cluster.wire import TICKS_PER_SECOND, format_timespan
+
 from . import httpload, measure, systems
 from .httpload import Connection, encode
 
@@ -195,29 +198,44 @@ def _group_count(cluster: systems.CfsCluster) -> int:
 # ---------------------------------------------------------------------- 3: failover timing
 
 T_FAILOVER = 2.0  # seconds; the protocol's bounds are T + T/2 and T + 1 s
+T_SPAN = format_timespan(round(T_FAILOVER * TICKS_PER_SECOND))  # "00:00:02"
+TRIAL_LIMIT = 30.0  # seconds a trial waits for the secondary to become Primary
+TIMING_KEYS = ("answered_s", "decided_s", "agent_s")
 
 
 def failover(ctx: Context) -> dict[str, Any]:
+    """Primary crashes, ``ctx.trials`` times per system: when does the secondary hold Primary?
+
+    cfs runs two sets of groups in one cluster, one after the other so they do not load each
+    other: a polling adapter (the commercial protocol) as the secondary, then our agent
+    (cfs_cluster.agent.FailoverAgent, instant notice by the role long-poll)."""
     with systems.CfsCluster(ctx.work / "cfs-failover") as cluster:
-        cluster.register(ctx.trials, "00:00:02", prefix="f")
+        cluster.register(ctx.trials, T_SPAN, prefix="f")
         ports = [cluster.port(i) for i in range(3)]
         trials = httpload.run(_cfs_trials(ports, ctx.trials))
+        # The agent registers its own session (and finds its group): only the primary's here.
+        agent_groups = [f"h{i:05d}" for i in range(ctx.trials)]
+        _register_primaries(cluster, agent_groups)
+        agent_trials = httpload.run(_agent_trials(ports, agent_groups))
     with systems.EtcdCluster(ctx.work / "etcd-failover") as etcd:
         leader = etcd.leader_index()
         leases = etcd.grant(2 * ctx.trials, int(T_FAILOVER), leader)
         etcd_trials = httpload.run(_etcd_trials(etcd.client_ports[leader], leases, ctx.trials))
     assert isinstance(trials, list) and isinstance(etcd_trials, list)
+    assert isinstance(agent_trials, list)
     return {
         "T_s": T_FAILOVER,
         "bounds_s": {"T+T/2": T_FAILOVER * 1.5, "T+1": T_FAILOVER + 1},
         "cfs": _timing_summary(trials),
+        "cfs_agent": _timing_summary(agent_trials),
         "etcd": _timing_summary(etcd_trials),
     }
 
 
-def _timing_summary(trials: list[dict[str, float]]) -> dict[str, Any]:
+def _timing_summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per measured key: median, p99, max, min and n (trials that produced the key)."""
     out: dict[str, Any] = {"trials": len(trials), "raw": trials}
-    for key in ("decided_s", "answered_s"):
+    for key in TIMING_KEYS:
         values = sorted(t[key] for t in trials if t.get(key) is not None)
         if values:
             out[key] = {
@@ -230,6 +248,31 @@ def _timing_summary(trials: list[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
+def _register_primaries(cluster: systems.CfsCluster, groups: list[str]) -> None:
+    """Create ``groups`` (T = T_FAILOVER) with one session, a, through the leader's API."""
+    port = cluster.port(cluster.leader_index())
+    for requests in (
+        [
+            ("POST", f"{systems.API}/groups", json.dumps({"Id": g, "FailoverTimeout": T_SPAN}))
+            for g in groups
+        ],
+        [
+            (
+                "POST",
+                f"{systems.API}/groups/{g}/clientsessions",
+                json.dumps({"Id": "a", "Name": "a"}),
+            )
+            for g in groups
+        ],
+    ):
+        encoded = [(m, p, b.encode()) for m, p, b in requests]
+        results = httpload.run(httpload.run_all("127.0.0.1", port, encoded, 32))
+        assert isinstance(results, list)
+        bad = [r for r in results if not 200 <= r[0] < 300]
+        if bad:
+            raise RuntimeError(f"registering {len(bad)} of {len(results)} failed: {bad[:3]}")
+
+
 async def _cfs_trials(ports: list[int], count: int) -> list[dict[str, float]]:
     return list(
         await asyncio.gather(*(_cfs_trial(ports[i % 3], f"f{i:05d}", i) for i in range(count)))
@@ -239,7 +282,7 @@ async def _cfs_trials(ports: list[int], count: int) -> list[dict[str, float]]:
 async def _cfs_trial(port: int, group: str, seed: int) -> dict[str, float]:
     """Adapter a (primary) and b heartbeat every T/2 (the AVEVA cadence); a dies at a random
     moment. 'answered' = b's heartbeat is answered Primary (what a polling adapter learns);
-    'decided' = GET status names b, polled every 50 ms (what an instant-notice agent learns)."""
+    'decided' = GET status names b, polled every 50 ms (the decision, as soon as visible)."""
     rng = random.Random(seed)
     base = f"{systems.API}/groups/{group}"
     hb = {
@@ -252,7 +295,7 @@ async def _cfs_trial(port: int, group: str, seed: int) -> dict[str, float]:
     conns = {name: Connection("127.0.0.1", port) for name in ("a", "b", "status")}
     half = T_FAILOVER / 2
     t0 = time.perf_counter()
-    deadline = t0 + 30
+    deadline = t0 + TRIAL_LIMIT
     last_a = 0.0
     # a first, so a is primary; b joins half a period later
     await conns["a"].request(hb["a"], 5)
@@ -300,6 +343,89 @@ async def _cfs_trial(port: int, group: str, seed: int) -> dict[str, float]:
     finally:
         for conn in conns.values():
             conn.close()
+    return result
+
+
+async def _agent_trials(ports: list[int], groups: list[str]) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(_agent_trial(ports, i, g, i) for i, g in enumerate(groups))))
+
+
+async def _agent_trial(ports: list[int], index: int, group: str, seed: int) -> dict[str, Any]:
+    """Adapter a (primary, raw heartbeats every T/2) dies at a random moment; the secondary is
+    our agent, given all three node URLs (from the same node as a's). 'agent' = its role-change
+    callback reports Primary, timed from a's last acknowledged heartbeat."""
+    rng = random.Random(seed)
+    port = ports[index % 3]
+    rotated = ports[index % 3 :] + ports[: index % 3]
+    hb_a = encode(
+        "127.0.0.1",
+        port,
+        "POST",
+        f"{systems.API}/groups/{group}/clientsessions/a/heartbeat",
+        systems.HB_BODY,
+    )
+    conn = Connection("127.0.0.1", port)
+    half = T_FAILOVER / 2
+    result: dict[str, Any] = {}
+    promoted = asyncio.Event()
+    last_a = 0.0
+    stop_a_at = float("inf")  # set once a is primary and the agent runs
+
+    def on_role_change(change: RoleChange) -> None:
+        now = time.perf_counter()
+        if change.new != ClientRole.Primary:
+            return
+        if now < stop_a_at:  # Primary while a still heartbeats: a protocol error, count it
+            result["early_primary"] = result.get("early_primary", 0) + 1
+            return
+        if "agent_s" not in result:
+            result["agent_s"] = now - last_a
+            promoted.set()
+
+    agent = FailoverAgent(
+        AgentSettings(
+            endpoints=tuple(f"http://127.0.0.1:{p}{systems.API}" for p in rotated),
+            group_id=group,
+            session_id="b",
+            failover_timeout=T_FAILOVER,
+            request_timeout=2.0,
+        ),
+        on_role_change=on_role_change,
+    )
+    t0 = time.perf_counter()
+    status, body = await conn.request(hb_a, 5)  # a first, so a is primary
+    if status != 200 or json.loads(body).get("Role") != 1:
+        conn.close()
+        return {"error": f"a not primary: {status} {body[:100]!r}"}
+
+    async def adapter_a() -> None:
+        nonlocal last_a
+        next_at = t0
+        while True:
+            next_at += half
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            if time.perf_counter() >= stop_a_at:
+                return  # crashed: no more heartbeats, no unregistering
+            status, _ = await conn.request(hb_a, 5)
+            if status == 200:
+                last_a = time.perf_counter()
+
+    try:
+        await asyncio.sleep(rng.random() * half)  # b's heartbeat phase is random, as above
+        await agent.start()
+        result["role_before_crash"] = agent.role.name
+        stop_a_at = t0 + 3 * T_FAILOVER + rng.random() * half
+        runner = asyncio.create_task(adapter_a())
+        try:
+            async with asyncio.timeout(max(0.0, t0 + TRIAL_LIMIT - time.perf_counter())):
+                await promoted.wait()
+        except TimeoutError:
+            result["error"] = f"agent not Primary {TRIAL_LIMIT} s into the trial"
+        await runner
+        result["agent_epoch"] = agent.epoch
+    finally:
+        conn.close()
+        await agent.stop()
     return result
 
 

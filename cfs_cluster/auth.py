@@ -10,8 +10,10 @@
   or removal invalidates them at once, with no explicit cache flush across nodes.
 - Repeated wrong credentials from one source IP make it wait (429 + Retry-After) with an
   exponentially growing delay, before any hash is computed.
-- Auth is opt-in for now: enforced when the cluster has at least one user, or always with
-  ``--auth required``.
+- ``Authorization: Bearer`` carries an OAuth access token (tokens.py) and is accepted wherever
+  Basic is; a token check is a cached dict lookup, no hash.
+- Auth is opt-in for now: enforced when the cluster has at least one user or OAuth client, or
+  always with ``--auth required``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from . import engine
 from .errors import BadRequest, CfsError, TooManyRequests
 from .forwarding import RELAY_PATH
 from .settings import SecuritySettings
+from .tokens import InvalidToken, Principal, TokenService
 
 __all__ = [
     "ADMINISTRATORS",
@@ -43,6 +46,7 @@ __all__ = [
     "hash_password",
     "parse_role",
     "required_role",
+    "verify_known",
     "verify_password",
 ]
 
@@ -59,6 +63,8 @@ _ROLE_ALIASES = {
     "avevafailoveradministrators": ADMINISTRATORS,
 }
 REALM_HEADER = (b"www-authenticate", b'Basic realm="cfs", charset="UTF-8"')
+BEARER_HEADER = (b"www-authenticate", b'Bearer realm="cfs"')
+INVALID_TOKEN_HEADER = (b"www-authenticate", b'Bearer realm="cfs", error="invalid_token"')
 MAX_PASSWORD_LENGTH = 1024
 MAX_NAME_LENGTH = 64
 _CACHE_SIZE = 10_000
@@ -123,6 +129,13 @@ def _b64(data: bytes) -> str:
 _DUMMY_HASH = hash_password(os.urandom(16).hex())
 
 
+def verify_known(password: str, stored: str | None) -> bool:
+    """``verify_password`` against ``stored``, or False at the same cost when there is none
+    (an unknown user or client): timing does not reveal which names exist."""
+    ok = verify_password(password, stored if stored is not None else _DUMMY_HASH)
+    return ok and stored is not None
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -155,7 +168,13 @@ def parse_role(value: object) -> str:
 
 _PUBLIC = {"/healthz", "/readyz", RELAY_PATH}  # the relay checks its own token
 _GROUP = re.compile(r"^/api/v1/clientfailover/groups/[^/]+$")
-_ADMIN_PREFIXES = ("/api/v1/users", "/api/v1/configuration")
+_ADMIN_PREFIXES = (
+    "/api/v1/users",
+    "/api/v1/clients",
+    "/api/v1/identity",
+    "/api/v1/configuration",
+    "/api/v1/cluster/backup",
+)
 
 
 def required_role(method: str, path: str) -> str | None:
@@ -211,9 +230,15 @@ class Authenticator:
         self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
         self._failures: OrderedDict[str, _Failures] = OrderedDict()
         self.hashes_computed = 0  # for tests and benchmarks: cache misses that cost a hash
+        self.on_failure: Callable[[str], None] = lambda reason: None  # metrics hook
+        self.tokens: TokenService | None = None  # set by create_app; Bearer is refused without
 
     def enabled(self) -> bool:
-        return self._settings.auth == "required" or bool(self._users())
+        return (
+            self._settings.auth == "required"
+            or bool(self._users())
+            or (self.tokens is not None and self.tokens.has_clients())
+        )
 
     async def check(self, method: str, path: str, authorization: bytes | None, source: str) -> None:
         """Return when the request may proceed; raise Unauthorized, Forbidden or TooManyRequests."""
@@ -222,14 +247,23 @@ class Authenticator:
         required = required_role(method, path)
         if required is None:
             return
-        user = await self.authenticate(authorization, source)
-        if not allows(user.role, required):
-            raise Forbidden(f"User '{user.name}' is not in the {required} role.")
+        try:
+            who = await self.authenticate(authorization, source)
+            if not allows(who.role, required):
+                raise Forbidden(f"'{who.name}' is not in the {required} role.")
+        except CfsError as exc:
+            self.on_failure(_failure_reason(exc, authorization))
+            raise
 
-    async def authenticate(self, authorization: bytes | None, source: str) -> engine.User:
-        self._check_backoff(source)
+    async def authenticate(
+        self, authorization: bytes | None, source: str
+    ) -> engine.User | Principal:
+        self.check_backoff(source)
         if not authorization:
             raise Unauthorized("No credentials were sent.")
+        scheme, _, token = authorization.strip().partition(b" ")
+        if scheme.lower() == b"bearer":
+            return self._bearer(token.strip().decode("latin-1"))
         key = hmac.new(self._key, authorization, hashlib.sha256).digest()
         user = self._cached(key)
         if user is not None:
@@ -240,11 +274,19 @@ class Authenticator:
         stored = user.password_hash if user is not None else _DUMMY_HASH
         ok = await asyncio.to_thread(verify_password, password or "", stored)
         if user is None or not ok:
-            self._fail(source)
+            self.record_failure(source)
             raise Unauthorized("The user name or password is wrong.")
-        self._failures.pop(source, None)
+        self.record_success(source)
         self._remember(key, user)
         return user
+
+    def _bearer(self, token: str) -> Principal:
+        # A refused token does not count toward the back-off: a 256-bit HMAC cannot be
+        # guessed, a check costs microseconds, and an adapter whose token expired or was
+        # revoked must still be let through to the token endpoint for a new one.
+        if self.tokens is None:
+            raise InvalidToken("This node does not accept access tokens.")
+        return self.tokens.verify(token)
 
     # ----------------------------------------------------------------- cache
 
@@ -270,7 +312,8 @@ class Authenticator:
 
     # ----------------------------------------------------------------- back-off
 
-    def _check_backoff(self, source: str) -> None:
+    def check_backoff(self, source: str) -> None:
+        """Raise TooManyRequests while ``source`` must wait (also used by the token endpoint)."""
         record = self._failures.get(source)
         now = self._clock()
         if record is not None and record.blocked_until > now:
@@ -279,7 +322,10 @@ class Authenticator:
                 retry_after=record.blocked_until - now,
             )
 
-    def _fail(self, source: str) -> None:
+    def record_success(self, source: str) -> None:
+        self._failures.pop(source, None)
+
+    def record_failure(self, source: str) -> None:
         now = self._clock()
         record = self._failures.pop(source, None)
         if record is None or now - record.last > _FAILURE_MEMORY:
@@ -307,6 +353,17 @@ def _basic(authorization: bytes) -> tuple[str | None, str | None]:
     return (name, password) if sep else (None, None)
 
 
+def _failure_reason(exc: CfsError, authorization: bytes | None) -> str:
+    """The ``reason`` label of ``cfs_auth_failures_total`` (a small fixed set)."""
+    if isinstance(exc, Forbidden):
+        return "forbidden"
+    if isinstance(exc, TooManyRequests):
+        return "backoff"
+    return "bad_credentials" if authorization else "no_credentials"
+
+
 def refusal_headers(exc: CfsError) -> list[tuple[bytes, bytes]]:
-    """Extra headers for a refusal: the Basic challenge on 401 (RFC 7617)."""
-    return [REALM_HEADER] if isinstance(exc, Unauthorized) else []
+    """Extra headers for a refusal: the Basic (RFC 7617) and Bearer (RFC 6750) challenges on 401."""
+    if isinstance(exc, InvalidToken):
+        return [REALM_HEADER, INVALID_TOKEN_HEADER]
+    return [REALM_HEADER, BEARER_HEADER] if isinstance(exc, Unauthorized) else []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .clustercli import add_cluster_parser, cluster_command
 from .errors import BadRequest
+from .identitycli import add_identity_parsers, identity_command
 from .settings import (
     DEFAULT_API_PORT,
     DEFAULT_RAFT_PORT,
@@ -99,6 +100,26 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="name of the cluster's element in PI [CFS_CLUSTER_NAME]",
     )
     p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=float(_env("CFS_DRAIN_SECONDS", "0") or 0),
+        help="on SIGTERM: answer /readyz 503, hand leadership over, and keep serving this "
+        "long before stopping (use >= the load balancer's detection time) [CFS_DRAIN_SECONDS]",
+    )
+    p.add_argument(
+        "--request-read-timeout",
+        type=float,
+        default=float(_env("CFS_REQUEST_READ_TIMEOUT", "10") or 10),
+        help="seconds a client may take to send a request, headers and body; slower "
+        "connections are closed [CFS_REQUEST_READ_TIMEOUT]",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(_env("CFS_MAX_CONNECTIONS", "4096") or 4096),
+        help="concurrent connections and requests before new ones get 503 [CFS_MAX_CONNECTIONS]",
+    )
+    p.add_argument(
         "--leader-fallback",
         type=float,
         default=float(_env("CFS_LEADER_FALLBACK", "1.0") or 1.0),
@@ -132,6 +153,24 @@ def _security_arguments(p: argparse.ArgumentParser) -> None:
         default=float(_env("CFS_HEARTBEAT_RATE_LIMIT", "0") or 0),
         help="minimum seconds between a session's heartbeats, after a burst of 10; 0 = off [CFS_HEARTBEAT_RATE_LIMIT]",
     )
+    p.add_argument(
+        "--max-groups",
+        type=int,
+        default=int(_env("CFS_MAX_GROUPS", "50000") or 50000),
+        help="groups the cluster holds at most; 0 = unlimited [CFS_MAX_GROUPS]",
+    )
+    p.add_argument(
+        "--max-sessions-per-group",
+        type=int,
+        default=int(_env("CFS_MAX_SESSIONS_PER_GROUP", "64") or 64),
+        help="client sessions per group at most; 0 = unlimited [CFS_MAX_SESSIONS_PER_GROUP]",
+    )
+    p.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=int(_env("CFS_TOKEN_LIFETIME", "3600") or 3600),
+        help="seconds an OAuth access token is valid [CFS_TOKEN_LIFETIME]",
+    )
 
 
 def _security_settings(args: argparse.Namespace) -> SecuritySettings:
@@ -141,6 +180,7 @@ def _security_settings(args: argparse.Namespace) -> SecuritySettings:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         tls_self_signed=args.tls == "self-signed",
+        token_lifetime=args.token_lifetime,
     )
 
 
@@ -182,37 +222,28 @@ def build_settings(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         health_interval=args.health_interval,
         cluster_name=args.cluster_name,
+        drain_seconds=max(0.0, args.drain_seconds),
+        request_read_timeout=args.request_read_timeout,
+        max_connections=args.max_connections,
         security=_security_settings(args),
-        failover=FailoverSettings(heartbeat_rate_limit=args.heartbeat_rate_limit),
+        failover=FailoverSettings(
+            heartbeat_rate_limit=args.heartbeat_rate_limit,
+            max_groups=args.max_groups,
+            max_sessions_per_group=args.max_sessions_per_group,
+        ),
     )
     settings.validate()
     return settings
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .api import create_app
     from .logs import setup_logging
     from .node import Node
+    from .server import run
 
     settings = build_settings(args)
     setup_logging(settings.log_level, args.log_format)
-    node = Node(settings)
-    config = uvicorn.Config(
-        create_app(node),
-        host=settings.api_host,
-        port=settings.api_port,
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-        timeout_keep_alive=75,
-        timeout_graceful_shutdown=5,
-    )
-    pair = _tls_files(settings)
-    if pair is not None:
-        config.ssl_certfile, config.ssl_keyfile = str(pair[0]), str(pair[1])
-    uvicorn.Server(config).run()
+    run(Node(settings), _tls_files(settings))
     return 0
 
 
@@ -264,6 +295,49 @@ def dev_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`cfs backup` and `cfs restore` (backup.py; docs/operations.md, disaster recovery)."""
+    from .adminclient import add_connection_arguments
+    from .backup import add_backup_arguments
+
+    backup = sub.add_parser("backup", help="download a backup of the replicated state (admins)")
+    add_connection_arguments(backup)
+    restore = sub.add_parser(
+        "restore", help="seed an EMPTY data directory from a backup (offline, node stopped)"
+    )
+    add_backup_arguments(backup, restore)
+
+
+def _facet_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`cfs facet`: an adapter's ClientFailover configuration API on its own (facet/app.py)."""
+    p = sub.add_parser(
+        "facet", help="serve the adapter-side ClientFailover configuration API and FailoverState"
+    )
+    p.add_argument("--host", default=_env("CFS_FACET_HOST", "127.0.0.1"), help="[CFS_FACET_HOST]")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("CFS_FACET_PORT", "5590") or 5590),
+        help="[CFS_FACET_PORT]",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=_env("CFS_FACET_DATA_DIR", "./facet-data"),
+        help="where System_ClientFailover.json is kept [CFS_FACET_DATA_DIR]",
+    )
+    p.add_argument(
+        "--log-level", default=_env("CFS_LOG_LEVEL", "information"), help="[CFS_LOG_LEVEL]"
+    )
+
+
+def _simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`cfs simulate`: emulated adapters measuring data continuity (simulator.py)."""
+    from .simulator import add_simulate_arguments
+
+    p = sub.add_parser("simulate", help="emulated adapters measuring gaps and duplicates")
+    add_simulate_arguments(p)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cfs", description="Highly available Client Failover Service"
@@ -272,13 +346,31 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     _dev_cluster_parser(sub)
     add_users_parser(sub)
+    add_identity_parsers(sub)  # `cfs clients`, `cfs identity`
     add_cluster_parser(sub)
+    _backup_parsers(sub)
+    _facet_parser(sub)
+    _simulate_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "users":
             return users_command(args)
+        if args.command in ("clients", "identity"):
+            return identity_command(args)
         if args.command == "cluster":
             return cluster_command(args)
+        if args.command in ("backup", "restore"):
+            from .backup import backup_command, restore_command
+
+            return (backup_command if args.command == "backup" else restore_command)(args)
+        if args.command == "facet":
+            from .facet.app import facet_command
+
+            return facet_command(args)
+        if args.command == "simulate":
+            from .simulator import simulate_command
+
+            return simulate_command(args)
         if args.command == "serve":
             return serve(args)
         return dev_cluster(args)

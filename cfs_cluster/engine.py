@@ -134,6 +134,9 @@ class Member(Upgradable):
     node_id: str
     raft: str
     api_url: str
+    # PEM of the API certificate when TLS is on, so the other members' relays can trust a
+    # self-signed certificate without a shared CA; "" = plain HTTP or not published yet.
+    certificate: str = ""
 
 
 @dataclass
@@ -154,6 +157,9 @@ class ClusterState(Upgradable):
     users: dict[str, User] = field(default_factory=dict)  # API accounts (auth.py)
     config: GlobalConfig = field(default_factory=GlobalConfig)  # log level, health endpoints
     opened_term: int = 0  # the Raft term whose leader's OpenTerm entry was applied last
+    # OAuth client credentials (the section at the end of this module; tokens.py).
+    clients: dict[str, OAuthClient] = field(default_factory=dict)
+    signing_keys: list[SigningKey] = field(default_factory=list)  # newest (the signer) last
 
 
 def role_of(group: Group, session_id: str) -> ClientRole:
@@ -179,6 +185,7 @@ class CreateGroup(Command):
     description: str | None
     timeout: int
     additional_data: Any = None
+    max_groups: int = 0  # refuse a new group when this many exist; 0 = unlimited
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,7 @@ class RegisterSession(Command):
     session_id: str
     name: str | None
     additional_data: Any = None
+    max_sessions: int = 0  # refuse a new session when the group has this many; 0 = unlimited
 
 
 @dataclass(frozen=True)
@@ -253,6 +261,7 @@ class RegisterMember(Command):
     node_id: str
     raft: str
     api_url: str
+    certificate: str = ""
 
 
 @dataclass(frozen=True)
@@ -289,6 +298,7 @@ class Code(StrEnum):
     STALE = "stale"
     INVALID = "invalid"
     USER_NOT_FOUND = "user_not_found"
+    CLIENT_NOT_FOUND = "client_not_found"
     ENDPOINT_NOT_FOUND = "endpoint_not_found"
 
 
@@ -335,6 +345,12 @@ def _remember(state: ClusterState, request_id: str, result: Result) -> None:
 def _create_group(state: ClusterState, cmd: CreateGroup) -> Result:
     existing = state.groups.get(cmd.group_id)
     if existing is None:
+        if 0 < cmd.max_groups <= len(state.groups):
+            return Result(
+                Code.CONFLICT,
+                f"The cluster already holds its limit of {cmd.max_groups} groups "
+                "(--max-groups); delete unused groups or raise the limit.",
+            )
         state.groups[cmd.group_id] = Group(
             cmd.group_id, cmd.name, cmd.description, cmd.timeout, cmd.additional_data
         )
@@ -371,6 +387,12 @@ def _register_session(state: ClusterState, cmd: RegisterSession) -> Result:
             return Result(Code.OK)
         return Result(
             Code.CONFLICT, f"Client session '{cmd.session_id}' exists with a different name."
+        )
+    if 0 < cmd.max_sessions <= len(group.sessions):
+        return Result(
+            Code.CONFLICT,
+            f"Group '{cmd.group_id}' already holds its limit of {cmd.max_sessions} client "
+            "sessions (--max-sessions-per-group).",
         )
     group.sessions[cmd.session_id] = Session(
         cmd.session_id, cmd.name, cmd.additional_data, state.next_order
@@ -472,7 +494,7 @@ def _save_checkpoint(state: ClusterState, cmd: SaveCheckpoint) -> Result:
 
 
 def _register_member(state: ClusterState, cmd: RegisterMember) -> Result:
-    state.members[cmd.node_id] = Member(cmd.node_id, cmd.raft, cmd.api_url)
+    state.members[cmd.node_id] = Member(cmd.node_id, cmd.raft, cmd.api_url, cmd.certificate)
     return Result(Code.OK)
 
 
@@ -761,5 +783,118 @@ _HANDLERS.update(
         AddHealthEndpoints: _add_health_endpoints,
         UpdateHealthEndpoint: _update_health_endpoint,
         DeleteHealthEndpoint: _delete_health_endpoint,
+    }
+)
+
+
+# --------------------------------------------------------------------------- OAuth clients, signing keys
+# Issue 5 §2 (tokens.py, api/identity.py, api/clients.py). Secrets arrive hashed and signing keys
+# arrive generated: the API layer owns randomness and the clock, so these handlers stay pure.
+
+MAX_SIGNING_KEYS = 8  # bound on retired keys kept for verification, whatever the lifetime
+
+
+@dataclass
+class OAuthClient(Upgradable):
+    """A client of the client-credentials grant. ``version`` grows with every new secret, and a
+    token names the version it was issued under, so a new secret revokes the old tokens."""
+
+    client_id: str
+    role: str  # "users" | "administrators"
+    secret_hash: str
+    version: int = 0
+
+
+@dataclass
+class SigningKey(Upgradable):
+    """An HMAC-SHA256 token key. The newest key signs; a retired one still verifies until the
+    last token it may have signed has expired (``retired_at`` + the token lifetime)."""
+
+    kid: str
+    secret: str  # hex
+    created_at: int  # Unix seconds, from the node that generated it
+    retired_at: int | None = None
+
+
+@dataclass(frozen=True)
+class AddClient(Command):
+    client_id: str
+    role: str
+    secret_hash: str
+
+
+@dataclass(frozen=True)
+class UpdateClient(Command):
+    """Change a client's role and/or secret (None = keep)."""
+
+    client_id: str
+    role: str | None = None
+    secret_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoveClient(Command):
+    client_id: str
+
+
+@dataclass(frozen=True)
+class RotateSigningKey(Command):
+    """Make ``kid`` the signing key; retire the current one and drop keys retired longer than
+    ``retain`` seconds ago. With ``only_if_none`` it only creates the first key (any node may
+    race to do that; the first applied wins)."""
+
+    kid: str
+    secret: str
+    time: int  # Unix seconds
+    retain: int  # seconds: the token lifetime
+    only_if_none: bool = False
+
+
+def _add_client(state: ClusterState, cmd: AddClient) -> Result:
+    if cmd.client_id in state.clients:
+        return Result(Code.CONFLICT, f"Client '{cmd.client_id}' already exists.")
+    state.clients[cmd.client_id] = OAuthClient(cmd.client_id, cmd.role, cmd.secret_hash)
+    return Result(Code.CREATED)
+
+
+def _update_client(state: ClusterState, cmd: UpdateClient) -> Result:
+    client = state.clients.get(cmd.client_id)
+    if client is None:
+        return Result(Code.CLIENT_NOT_FOUND)
+    if cmd.role is not None:
+        client.role = cmd.role
+    if cmd.secret_hash is not None:
+        client.secret_hash = cmd.secret_hash
+        client.version += 1
+    return Result(Code.OK)
+
+
+def _remove_client(state: ClusterState, cmd: RemoveClient) -> Result:
+    if state.clients.pop(cmd.client_id, None) is None:
+        return Result(Code.CLIENT_NOT_FOUND)
+    return Result(Code.DELETED)
+
+
+def _rotate_signing_key(state: ClusterState, cmd: RotateSigningKey) -> Result:
+    keys = state.signing_keys
+    if cmd.only_if_none and keys:
+        return Result(Code.OK, "a signing key exists")
+    if any(k.kid == cmd.kid for k in keys):
+        return Result(Code.CONFLICT, f"Signing key '{cmd.kid}' exists.")
+    for key in keys:
+        if key.retired_at is None:
+            key.retired_at = cmd.time
+    kept = [k for k in keys if k.retired_at is None or k.retired_at + cmd.retain > cmd.time]
+    kept.append(SigningKey(cmd.kid, cmd.secret, cmd.time))
+    state.signing_keys = kept[-MAX_SIGNING_KEYS:]  # one assignment: readers see old or new
+    return Result(Code.CREATED)
+
+
+_HANDLERS.update(
+    {
+        AddClient: _add_client,
+        UpdateClient: _update_client,
+        RemoveClient: _remove_client,
+        RotateSigningKey: _rotate_signing_key,
     }
 )

@@ -5,7 +5,8 @@ texts of the CFS ``ErrorResponse`` body (spec §2.1), so one exception handler r
 
     CfsError
     ├── BadRequest            400  malformed JSON, wrong types, values out of range
-    │   └── PayloadTooLarge   413  body over the size limit
+    │   ├── PayloadTooLarge   413  body over the size limit
+    │   └── HeadersTooLarge   431  request line and headers over the size limit
     ├── NotFound              404  unknown group, session, route
     ├── MethodNotAllowed      405
     ├── Conflict              409  create with another configuration, delete a busy group
@@ -19,6 +20,7 @@ __all__ = [
     "BadRequest",
     "CfsError",
     "Conflict",
+    "HeadersTooLarge",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
@@ -65,6 +67,14 @@ class PayloadTooLarge(BadRequest):
     status = 413
     default_error = "The request body is too large."
     default_resolution = "Send a smaller body."
+
+
+class HeadersTooLarge(BadRequest):
+    """The request line and headers are larger than the service accepts."""
+
+    status = 431
+    default_error = "The request headers are too large."
+    default_resolution = "Send fewer or shorter headers and a shorter URL."
 
 
 class NotFound(CfsError):

@@ -19,6 +19,7 @@ import httpx
 from .errors import CfsError, NotFound, TooManyRequests, Unavailable
 from .liveness import HeartbeatAnswer, HeartbeatReport
 from .replication import Replicator
+from .tls import trust_context
 from .wire import ClientRole
 
 __all__ = ["FORWARDED_HEADER", "RELAY_HEADER", "Relay", "relay_token"]
@@ -28,6 +29,7 @@ log = logging.getLogger("cfs.forwarding")
 RELAY_PATH = "/_cluster/heartbeats"
 RELAY_HEADER = "x-cfs-relay"
 MAX_BATCH = 512
+MAX_IN_FLIGHT = 4  # relay batches outstanding at once (each on its own kept-alive connection)
 _ERRORS: dict[int, type[CfsError]] = {404: NotFound, 429: TooManyRequests}
 
 
@@ -66,34 +68,73 @@ class Relay:
         self._timeout = timeout
         self._queue: list[tuple[HeartbeatReport, asyncio.Future[HeartbeatAnswer]]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._client = httpx.AsyncClient(
-            timeout=timeout, limits=httpx.Limits(max_keepalive_connections=8)
-        )
+        self._trusted: tuple[str, ...] = ()
+        self._client = self._new_client()
+        self._retired: list[httpx.AsyncClient] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
         self.relayed = 0
 
     async def close(self) -> None:
-        await self._client.aclose()
+        for client in (*self._retired, self._client):
+            await client.aclose()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        # Members share a LAN: a connect that takes longer than a second will not succeed.
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self._timeout, connect=min(1.0, self._timeout)),
+            limits=httpx.Limits(max_keepalive_connections=8),
+            verify=trust_context(self._trusted),
+        )
+
+    def _current_client(self) -> httpx.AsyncClient:
+        """The client, rebuilt when the members' published certificates change, so a leader
+        with a self-signed certificate is trusted (pinned) without a shared CA."""
+        published = tuple(
+            sorted(
+                {m.certificate for m in self._replicator.state.members.values() if m.certificate}
+            )
+        )
+        if published != self._trusted:
+            self._trusted = published
+            # Requests in flight keep the old client; it is closed with the relay.
+            self._retired.append(self._client)
+            self._client = self._new_client()
+        return self._client
 
     async def heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[HeartbeatAnswer] = loop.create_future()
         self._queue.append((report, future))
-        if len(self._queue) >= MAX_BATCH:
+        if len(self._queue) >= MAX_BATCH and self._in_flight < MAX_IN_FLIGHT:
             self._flush()
-        elif self._flush_handle is None:
-            self._flush_handle = loop.call_later(self._linger, self._flush)
+        else:
+            self._schedule_flush()
         return await future
+
+    def _schedule_flush(self) -> None:
+        """Send what is queued after ``linger`` (0 = once the current loop iteration's
+        arrivals are in) unless MAX_IN_FLIGHT batches are out: then the next returning batch
+        sends it. Under load, batches grow by themselves instead of waiting on a timer."""
+        if self._flush_handle is None and self._queue and self._in_flight < MAX_IN_FLIGHT:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self._linger, self._flush)
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        batch, self._queue = self._queue, []
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
         if batch:
+            self._in_flight += 1
             task = asyncio.create_task(self._send(batch))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._in_flight -= 1
+        self._schedule_flush()
 
     async def _send(
         self, batch: list[tuple[HeartbeatReport, asyncio.Future[HeartbeatAnswer]]]
@@ -125,7 +166,7 @@ class Relay:
     async def _post(self, body: list[list[Any]]) -> list[dict[str, Any]]:
         url = self._leader_url()
         try:
-            response = await self._client.post(
+            response = await self._current_client().post(
                 url + RELAY_PATH, json=body, headers={RELAY_HEADER: self._token}
             )
         except httpx.HTTPError as exc:
@@ -144,7 +185,12 @@ class Relay:
         return results
 
     async def forward(
-        self, method: str, path: str, body: bytes, authorization: str | None
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        authorization: str | None,
+        timeout: float = 30.0,
     ) -> httpx.Response:
         """Send an administrator's request on to the leader with the caller's own credentials
         (the leader authenticates it again), marked so the leader never forwards it further."""
@@ -153,8 +199,8 @@ class Relay:
         if authorization:
             headers["authorization"] = authorization
         try:
-            return await self._client.request(
-                method, url + path, content=body, headers=headers, timeout=30.0
+            return await self._current_client().request(
+                method, url + path, content=body, headers=headers, timeout=timeout
             )
         except httpx.HTTPError as exc:
             raise Unavailable(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import time
@@ -184,8 +185,13 @@ class Membership:
         if target is not None and target not in self._reachable_peers():
             raise Conflict(f"{target} is not reachable from the leader; choose another member.")
         deadline = time.monotonic() + TRANSFER_TIMEOUT
-        self._replicator.transfer_leadership(target)
-        while time.monotonic() < deadline:
+        for attempt in itertools.count():
+            if time.monotonic() >= deadline:
+                break
+            if attempt % 10 == 0 and self._replicator.is_leader():
+                # pysyncobj silently denies a transfer while the target's match index trails
+                # the log (it does under load, or just after the target restarted): ask again.
+                self._replicator.transfer_leadership(target)
             await asyncio.sleep(0.02)
             leader = self._replicator.leader_address()
             moved = leader is not None and leader != self._replicator.self_address

@@ -25,10 +25,11 @@ from prometheus_client.registry import Collector
 from . import engine
 from .wire import RoleOverride, unix_from_ticks
 
-__all__ = ["CONTENT_TYPE", "Metrics", "MetricsSource", "reason_category"]
+__all__ = ["AUTH_FAILURE_REASONS", "CONTENT_TYPE", "Metrics", "MetricsSource", "reason_category"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
+AUTH_FAILURE_REASONS = ("no_credentials", "bad_credentials", "forbidden", "backoff")
 # Role-change reasons are free text with ids and scores in them; labels need a small fixed set.
 _REASONS = (
     ("Role override", "role_override"),
@@ -95,6 +96,13 @@ class Metrics:
             "cfs_omf_dropped_messages", "OMF messages dropped because a buffer was full.",
             ["endpoint"], registry=r,
         )  # fmt: skip
+        self.auth_failures = Counter(
+            "cfs_auth_failures", "Requests refused by authentication or authorization: "
+            "'no_credentials', 'bad_credentials' (401), 'forbidden' (403), 'backoff' (429).",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in AUTH_FAILURE_REASONS:  # exported at 0, so rate() works from the start
+            self.auth_failures.labels(reason)
         # Children resolved once: labels() per heartbeat would cost a dict lookup under a lock.
         self._heartbeat_paths = {p: self.heartbeats.labels(p) for p in ("local", "relayed")}
         r.register(_StateCollector(source))
@@ -106,6 +114,9 @@ class Metrics:
     def observe_heartbeat(self, path: str, started: float) -> None:
         self._heartbeat_paths[path].inc()
         self.heartbeat_latency.observe(time.perf_counter() - started)
+
+    def observe_auth_failure(self, reason: str) -> None:
+        self.auth_failures.labels(reason).inc()
 
     def observe_leader(self, leader: str | None) -> None:
         """Called with the current leader; counts changes between known leaders."""

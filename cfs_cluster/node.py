@@ -6,9 +6,10 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
-from . import config, engine
+from . import config, engine, tls
 from .auth import Authenticator, hash_password
 from .errors import CfsError, Conflict, NotFound, Unavailable
 from .forwarding import Relay, relay_token
@@ -78,6 +79,12 @@ class Node:
             settings.data_dir,
         )
         self._log_level: str | None = None
+        self.draining = False  # set on SIGTERM when a drain period is configured (server.py)
+        # Set when the node starts to drain or stop: held long-polls answer 503 at once, so
+        # agents move to another node instead of holding up the shutdown.
+        self.stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: set[asyncio.Future[None]] = set()
         self._watch_task: asyncio.Task[None] | None = None
 
     def users(self) -> dict[str, engine.User]:
@@ -112,6 +119,38 @@ class Node:
             self._follow_log_level()
             await asyncio.sleep(0.25)
 
+    def release_waiters(self) -> None:
+        """Wake every held long-poll (safe from a signal handler: it goes through the loop)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.stopping.set)
+
+    def begin_drain(self, seconds: float) -> None:
+        """Called from the signal handler: stop looking ready, give leadership away now."""
+        self.draining = True
+        self.release_waiters()
+        log.info("Draining for %.1f s before stopping: /readyz now answers 503.", seconds)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(
+                self._spawn, self._give_up_leadership(max(1.0, seconds))
+            )
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _give_up_leadership(self, within: float) -> None:
+        """Ask for a leadership transfer until it happens or ``within`` seconds pass.
+        pysyncobj silently denies one while the target's match index trails the log (under
+        load, or just after the target restarted), so one request is not enough."""
+        deadline = time.monotonic() + within
+        attempt = 0
+        while self.replicator.is_leader() and time.monotonic() < deadline:
+            if attempt % 10 == 0:
+                self.replicator.transfer_leadership()
+            attempt += 1
+            await asyncio.sleep(0.02)
+
     def tls_status(self) -> dict[str, Any]:
         return certificate_status(self.settings)
 
@@ -127,6 +166,7 @@ class Node:
         self.coordinator.on_raft_state(old, new)
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.coordinator.start()
         self.replicator.start()
         self._publish_task = asyncio.create_task(self._publish_member())
@@ -144,30 +184,27 @@ class Node:
         if self._watch_task is not None:
             self._watch_task.cancel()
         await self.health.stop()
-        if self.replicator.is_leader():
-            await self.coordinator.stop()
-            self.replicator.transfer_leadership()
-            for _ in range(50):  # bounded: 1 s
-                await asyncio.sleep(0.02)
-                if not self.replicator.is_leader():
-                    break
-        else:
-            await self.coordinator.stop()
+        leading = self.replicator.is_leader()
+        await self.coordinator.stop()
+        if leading:
+            await self._give_up_leadership(1.0)
         await self.relay.close()
         self.replicator.destroy()
 
     async def _publish_member(self) -> None:
         """Publish this node's API URL in the replicated member table (for relays and /cluster)."""
         s = self.settings
+        certificate = await asyncio.to_thread(tls.published_certificate, s)
         command = engine.RegisterMember(
             request_id=f"member:{s.node_id}:{s.raft_address}:{s.api_url}:{uuid.uuid4().hex}",
             node_id=s.node_id,
             raft=s.raft_address,
             api_url=s.api_url,
+            certificate=certificate,
         )
+        wanted = engine.Member(s.node_id, s.raft_address, s.api_url, certificate)
         while True:
-            member = self.replicator.state.members.get(s.node_id)
-            if member is not None and member.api_url == s.api_url and member.raft == s.raft_address:
+            if self.replicator.state.members.get(s.node_id) == wanted:
                 return
             try:
                 await self.replicator.submit(command, 2.0)
@@ -231,10 +268,16 @@ class Node:
             self.heartbeat_limiter.check(report.group_id, report.session_id, pending)
         if self.coordinator.can_decide():
             return await self.coordinator.heartbeat(report)
+        if not self.replicator.leader_connected():
+            # Cut off from the leader (or no leader): say so now, so the adapter moves on to
+            # another node at once instead of waiting for a relay that cannot connect.
+            raise Unavailable("This node has no connection to a Raft leader.", retry_after=0.5)
         return await self.relay.heartbeat(report)
 
     def is_ready(self) -> tuple[bool, str]:
         """Ready = a leader is known, this node is caught up with it, and its API is published."""
+        if self.draining:
+            return False, "draining before shutdown"
         status = self.replicator.raw_status()
         if not status:
             return False, "replication not started"

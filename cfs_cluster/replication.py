@@ -98,6 +98,7 @@ class Replicator:
         self._on_state_changed = on_state_changed
         self._obj: SyncObj | None = None
         self._lease_cache: tuple[float, bool] = (0.0, False)
+        self._leader_contact = 0.0  # monotonic time of the last append_entries received
 
     def start(self) -> None:
         self._data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +124,24 @@ class Replicator:
             onStateChanged=self._state_changed,
         )
         self._obj = SyncObj(self._self_address, list(self._peers), conf, consumers=[self._store])
+        self._observe_leader_contact(self._obj)
+
+    def _observe_leader_contact(self, obj: SyncObj) -> None:
+        """Note when the leader's last append_entries arrived (pysyncobj keeps this private).
+
+        A follower whose leader went silent must refuse relays at once: its TCP connection to
+        the leader may look alive for seconds after a partition (dropped packets reset
+        nothing), and relays sent into it would hang until they time out.
+        """
+        transport = obj._SyncObj__transport
+        deliver = transport._onMessageReceivedCallback
+
+        def observed(node: Any, message: Any) -> None:
+            if isinstance(message, dict) and message.get("type") == "append_entries":
+                self._leader_contact = time.monotonic()
+            deliver(node, message)
+
+        transport.setOnMessageReceivedCallback(observed)
 
     def _state_changed(self, old: int, new: int) -> None:
         self._on_state_changed(_RAFT_STATES.get(old, "?"), _RAFT_STATES.get(new, "?"))
@@ -259,6 +278,13 @@ class Replicator:
         """Ask pysyncobj to hand leadership to ``to`` (or the most caught-up follower)."""
         if self._obj is not None and self._obj._isLeader():
             self._obj.transferLeadership(to)
+
+    def leader_connected(self) -> bool:
+        """A follower heard its leader within ``min_timeout`` (cheap: checked per request)."""
+        obj = self._obj
+        if obj is None or obj._getLeader() is None:
+            return False
+        return time.monotonic() - self._leader_contact <= self._timing.min_timeout
 
     def voters(self) -> list[str]:
         """Raft addresses of every voting member, this node included, as pysyncobj sees it."""

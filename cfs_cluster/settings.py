@@ -63,9 +63,15 @@ class FailoverSettings:
     validity_fraction: float = 0.999
     sweep_period: float = 0.1
     checkpoint_interval: float = 2.0
-    # Longest a follower waits to coalesce heartbeats into one relay request.
-    relay_linger: float = 0.002
+    # Longest a follower waits to coalesce heartbeats into one relay request; 0 = only those
+    # that arrive in the same event-loop iteration (batches still grow under load, forwarding.py).
+    relay_linger: float = 0.0
     heartbeat_rate_limit: float = 0.0  # minimum seconds between heartbeats; 0 = off
+    # Bounds on the replicated state, so a runaway or hostile client cannot grow it without
+    # end (every group and session costs memory on every node and time in every snapshot).
+    # The capacity benchmark holds 10,000 groups x 2 sessions; 0 = unlimited.
+    max_groups: int = 50_000
+    max_sessions_per_group: int = 64
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ class SecuritySettings:
     failures_before_backoff: int = 5  # wrong credentials from one IP before it must wait
     max_backoff: float = 60.0  # seconds
     credential_cache_seconds: float = 300.0
+    # Lifetime of OAuth access tokens (tokens.py); adapters refresh 30 s before expiry (§8.3).
+    token_lifetime: int = 3600
     heartbeat_burst: int = 10  # heartbeats a session may send at once under the rate limit
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -92,6 +100,8 @@ class SecuritySettings:
             raise BadRequest("--auth must be 'auto' or 'required'.")
         if self.bootstrap_admin is not None and ":" not in self.bootstrap_admin:
             raise BadRequest("CFS_BOOTSTRAP_ADMIN must be 'name:password'.")
+        if not 1 <= self.token_lifetime <= 86_400:
+            raise BadRequest("--token-lifetime must be between 1 and 86400 seconds.")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise BadRequest("--tls-cert and --tls-key go together.")
 
@@ -110,7 +120,11 @@ class Settings:
     raft: RaftSettings = field(default_factory=RaftSettings)
     failover: FailoverSettings = field(default_factory=FailoverSettings)
     request_timeout: float = 5.0
+    drain_seconds: float = 0.0  # graceful stop: not ready + leadership handed over, then stop
     max_body_bytes: int = 1 << 20
+    # Seconds a client may take to send one request, headers and body (slowloris guard).
+    request_read_timeout: float = 10.0
+    max_connections: int = 4096  # concurrent connections + requests before 503
     log_level: str = "info"
     # Seconds between health/diagnostics OMF messages (spec §6.1: every minute).
     health_interval: float = 60.0
@@ -131,6 +145,12 @@ class Settings:
         self.security.validate()
         if not self.node_id:
             raise BadRequest("node id must not be empty.")
+        if not 0.1 <= self.request_read_timeout <= 3600:
+            raise BadRequest("--request-read-timeout must be between 0.1 and 3600 seconds.")
+        if self.max_connections < 16:
+            raise BadRequest("--max-connections must be at least 16.")
+        if self.failover.max_groups < 0 or self.failover.max_sessions_per_group < 0:
+            raise BadRequest("--max-groups and --max-sessions-per-group must be >= 0.")
         if not 0.1 <= self.health_interval <= 86_400:
             raise BadRequest("--health-interval must be between 0.1 and 86400 seconds.")
         if self.raft_address in self.peers:

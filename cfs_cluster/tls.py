@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ __all__ = [
     "expiry",
     "expiry_warning",
     "generate_self_signed",
+    "published_certificate",
+    "trust_context",
 ]
 
 log = logging.getLogger("cfs.tls")
@@ -63,6 +66,30 @@ def certificate_status(settings: Settings, now: dt.datetime | None = None) -> di
         "DaysLeft": left.days,
         "Warning": expiry_warning(path, now),
     }
+
+
+def published_certificate(settings: Settings) -> str:
+    """The PEM this node publishes in the member table so relays can pin it ("" = none)."""
+    path = configured_certificate(settings)
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("Cannot read the API certificate %s to publish it: %s", path, exc)
+        return ""
+
+
+def trust_context(certificates: tuple[str, ...]) -> ssl.SSLContext:
+    """The system trust store plus the members' published certificates (self-signed ones
+    are their own issuer, so trusting the certificate itself is exact pinning)."""
+    context = ssl.create_default_context()
+    for pem in certificates:
+        try:
+            context.load_verify_locations(cadata=pem)
+        except (ssl.SSLError, ValueError) as exc:
+            log.warning("A member published an unusable certificate: %s", exc)
+    return context
 
 
 def certificate_files(settings: Settings) -> tuple[Path, Path] | None:

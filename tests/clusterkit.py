@@ -53,20 +53,25 @@ class NodeProcess:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+    netns: str | None = None  # run inside this network namespace (tests/netkit.py)
+    scheme: str = "http"  # "https" when started with --tls
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"{self.scheme}://{self.host}:{self.api_port}"
 
     @property
     def raft(self) -> str:
-        return f"127.0.0.1:{self.raft_port}"
+        return f"{self.host}:{self.raft_port}"
 
     def start(self) -> None:
+        # `ip netns exec` execs the command, so the PID stays the node's own.
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         cmd = [
-            sys.executable, "-m", "cfs_cluster", "serve", "--dev",
+            *prefix, sys.executable, "-m", "cfs_cluster", "serve", "--dev",
             "--node-id", self.node_id,
-            "--api", f"127.0.0.1:{self.api_port}",
+            "--api", f"{self.host}:{self.api_port}",
             "--raft", self.raft,
             "--peers", ",".join(self.peers),
             "--data-dir", str(self.data_dir),
@@ -112,9 +117,15 @@ class Cluster:
         size: int = 3,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        placement: list[tuple[str, str | None]] | None = None,
     ) -> None:
+        """``placement``: (host, network namespace) per node; default 127.0.0.1, none. With
+        ``--tls`` in ``extra_args`` the nodes serve HTTPS; the test client does not verify
+        (the nodes' own relays do: that is what such tests check)."""
+        scheme = "https" if any(a.startswith("--tls") for a in extra_args or []) else "http"
+        placement = placement or [("127.0.0.1", None)] * size
         ports = free_ports(2 * size)
-        rafts = [f"127.0.0.1:{p}" for p in ports[size:]]
+        rafts = [f"{placement[i][0]}:{ports[size + i]}" for i in range(size)]
         self.nodes = [
             NodeProcess(
                 node_id=f"n{i + 1}",
@@ -125,10 +136,13 @@ class Cluster:
                 peers=[r for j, r in enumerate(rafts) if j != i],
                 extra_args=list(extra_args or []),
                 env=dict(env or {}),
+                host=placement[i][0],
+                netns=placement[i][1],
+                scheme=scheme,
             )
             for i in range(size)
         ]
-        self.client = httpx.Client(timeout=10)
+        self.client = httpx.Client(timeout=10, verify=scheme == "http")
         self._base_dir = base_dir
         self._extra_args = list(extra_args or [])
         self._env = dict(env or {})
@@ -147,6 +161,7 @@ class Cluster:
             peers=[n.raft for n in self.nodes],
             extra_args=list(self._extra_args),
             env=dict(self._env),
+            scheme=self.nodes[0].scheme,
         )
         self.nodes.append(node)
         node.start()

@@ -116,31 +116,56 @@ class Adapter:
     score: float = 50.0
     stopped: bool = False
     stopped_at: float | None = None
+    source: str | None = None  # local address to send from (netkit can cut it off)
 
 
 class Fleet:
     """Emulated adapters heartbeating on a background event loop; stop() before reading results."""
 
-    def __init__(self, urls: list[str], history: History, timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        history: History,
+        timeout: float = 0.5,
+        health_check: float | None = None,
+    ) -> None:
+        """``timeout``: P2 is owed only to adapters that heartbeat within T; with T = 2 s and a
+        heartbeat every T/2, an attempt on a dead node may cost at most ~T/4 before the retry.
+        ``health_check`` = seconds between /readyz probes of every URL: adapters then use
+        only URLs that answered 200 last time, as behind a load balancer (compose/haproxy.cfg
+        does the same with ``option httpchk GET /readyz``)."""
         self.urls = list(urls)
+        self.health_check = health_check
+        self._healthy: set[str] = set(urls)
         self.history = history
         self.timeout = timeout
         self.adapters: dict[Key, Adapter] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fleet", daemon=True)
         self._tasks: list[concurrent.futures.Future[None]] = []
-        self._client: httpx.AsyncClient | None = None
+        self._clients: dict[str | None, httpx.AsyncClient] = {}
         self._stopping = False
 
     def __enter__(self) -> Fleet:
         self._thread.start()
+        if self.health_check is not None:
+            task = asyncio.run_coroutine_threadsafe(self._probe(self.health_check), self._loop)
+            self._tasks.append(task)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def add(self, group: str, session: str, period: float, offset: int = 0) -> None:
-        adapter = Adapter(group, session, period)
+    def add(
+        self,
+        group: str,
+        session: str,
+        period: float,
+        offset: int = 0,
+        source: str | None = None,
+        score: float = 50.0,
+    ) -> None:
+        adapter = Adapter(group, session, period, score=score, source=source)
         self.adapters[(group, session)] = adapter
         task = asyncio.run_coroutine_threadsafe(self._run(adapter, offset), self._loop)
         self._tasks.append(task)
@@ -166,22 +191,24 @@ class Fleet:
         for task in self._tasks:
             with contextlib.suppress(Exception):
                 task.result(timeout=self.timeout + 2)
-        if self._client is not None:
-            asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(5)
+        for client in self._clients.values():
+            asyncio.run_coroutine_threadsafe(client.aclose(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout)
-        return self._client
+    def _http(self, source: str | None = None) -> httpx.AsyncClient:
+        if source not in self._clients:
+            transport = httpx.AsyncHTTPTransport(local_address=source) if source else None
+            self._clients[source] = httpx.AsyncClient(timeout=self.timeout, transport=transport)
+        return self._clients[source]
 
     async def _run(self, adapter: Adapter, offset: int) -> None:
         index = offset
         confirmations = 0
         while not adapter.stopped:
-            url = self.urls[index % len(self.urls)]
+            usable = [u for u in self.urls if u in self._healthy] or self.urls
+            url = usable[index % len(usable)]
             index += 1  # round-robin; a failure retries on the next URL
             record = await self._beat(adapter, url)
             self.history.add(record)
@@ -196,7 +223,9 @@ class Fleet:
         path = f"/api/v1/clientfailover/groups/{adapter.group}/clientsessions/{adapter.session}/heartbeat"
         sent = time.monotonic()
         try:
-            response = await self._http().post(url + path, json={"FailoverScore": adapter.score})
+            response = await self._http(adapter.source).post(
+                url + path, json={"FailoverScore": adapter.score}
+            )
         except httpx.HTTPError as exc:
             received = time.monotonic()
             return Record(
@@ -215,11 +244,26 @@ class Fleet:
             role=int(body["Role"]), epoch=int(body["Epoch"]), valid_for=valid,
         )  # fmt: skip
 
+    async def _probe(self, interval: float) -> None:
+        """The load balancer's health check: a URL is usable while /readyz answers 200."""
+        while not self._stopping:
+            for url in list(self.urls):
+                try:
+                    ready = (await self._http().get(url + "/readyz", timeout=0.5)).status_code
+                except httpx.HTTPError:
+                    ready = 0
+                if ready == 200:
+                    self._healthy.add(url)
+                else:
+                    self._healthy.discard(url)
+            await asyncio.sleep(interval)
+
     async def _write(self, prefix: str, interval: float) -> None:
         number = 0
         while not self._stopping:
             group = f"{prefix}-{number}"
-            url = self.urls[number % len(self.urls)]
+            usable = [u for u in self.urls if u in self._healthy] or self.urls
+            url = usable[number % len(usable)]
             body = {"Id": group, "FailoverTimeout": "00:01:00"}
             number += 1
             with contextlib.suppress(httpx.HTTPError):

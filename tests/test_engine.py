@@ -854,6 +854,17 @@ class TestCreateGroup:
         assert group.timeout_seconds == 15.0
         assert (group.primary, group.pending, group.epoch, group.sessions) == (None, None, 0, {})
 
+    def test_group_limit_refuses_new_groups_but_not_existing_ones(self) -> None:
+        state = fresh_state()  # holds GROUP
+        result = apply(state, CreateGroup("c", "G2", None, None, 100_000_000, max_groups=1))
+        assert result.code == Code.CONFLICT and "limit of 1 groups" in result.detail
+        assert "G2" not in state.groups
+        again = CreateGroup("c2", GROUP, None, None, state.groups[GROUP].timeout, max_groups=1)
+        assert apply(state, again).code == Code.OK  # re-registration of a present group
+        assert apply(
+            state, CreateGroup("c3", "G2", None, None, 100_000_000, max_groups=2)
+        ).code == (Code.CREATED)
+
 
 class TestDeleteGroup:
     """DeleteGroup: refused with 409 while the group has sessions."""
@@ -927,6 +938,18 @@ class TestRegisterSession:
         assert (
             apply(ClusterState(), RegisterSession("r", "nope", "S", "S")).code
             == Code.GROUP_NOT_FOUND
+        )
+
+    def test_session_limit_refuses_new_sessions_but_not_present_ones(self) -> None:
+        state = fresh_state()
+        assert apply(state, RegisterSession("r1", GROUP, "S1", None, max_sessions=1)).code == (
+            Code.CREATED
+        )
+        result = apply(state, RegisterSession("r2", GROUP, "S2", None, max_sessions=1))
+        assert result.code == Code.CONFLICT and "limit of 1 client sessions" in result.detail
+        assert list(state.groups[GROUP].sessions) == ["S1"]
+        assert apply(state, RegisterSession("r3", GROUP, "S1", None, max_sessions=1)).code == (
+            Code.OK
         )
 
 

@@ -101,11 +101,15 @@ def _check_safety(history: History, since: float) -> None:
     assert not errors, f"unexpected answers: {errors[:5]}"
 
 
-def _run_fault(cluster: Cluster, fault: Callable[[Cluster], list[int]]) -> tuple[History, float]:
+def _run_fault(
+    cluster: Cluster,
+    fault: Callable[[Cluster], list[int]],
+    health_check: float | None = None,
+) -> tuple[History, float]:
     """Adapters + a writer run through the fault; returns the history and the fault time."""
     history = History()
     _create(cluster, history)
-    with Fleet(cluster.urls, history) as fleet:
+    with Fleet(cluster.urls, history, health_check=health_check) as fleet:
         _start_adapters(fleet)
         _wait_stable(history)
         fleet.add_writer("w", 0.25)
@@ -233,22 +237,36 @@ def test_history_checker_flags_overlapping_grants() -> None:
     assert failed_seconds(failing, since=0.5) == pytest.approx(0.5)
 
 
-def test_rolling_restart_changes_no_role(cluster: Cluster) -> None:
+def _rolling_restart(c: Cluster) -> list[int]:
     """The documented upgrade: one node at a time, the leader last after handing leadership
     over; each node must be ready again before the next goes down."""
+    leader = c.leader_index()
+    for i in [*(j for j in range(3) if j != leader), leader]:
+        if i == c.leader_index():
+            moved = c.client.post(c.nodes[i].url + "/api/v1/cluster/transfer-leader", json={})
+            assert moved.status_code == 200, moved.text
+        assert c.nodes[i].terminate() in (0, -signal.SIGTERM), c.tail_log(i)  # not -9
+        c.nodes[i].start()
+        c.wait_ready(timeout=30, nodes=[i])
+    return [0, 1, 2]
 
-    def rolling_restart(c: Cluster) -> list[int]:
-        leader = c.leader_index()
-        for i in [*(j for j in range(3) if j != leader), leader]:
-            if i == c.leader_index():
-                moved = c.client.post(c.nodes[i].url + "/api/v1/cluster/transfer-leader", json={})
-                assert moved.status_code == 200, moved.text
-            assert c.nodes[i].terminate() in (0, -signal.SIGTERM), c.tail_log(i)  # not -9
-            c.nodes[i].start()
-            c.wait_ready(timeout=30, nodes=[i])
-        return [0, 1, 2]
 
-    history, since = _run_fault(cluster, rolling_restart)
+def test_rolling_restart_changes_no_role(cluster: Cluster) -> None:
+    """Adapters that talk to the nodes directly: a heartbeat sent to a stopped node fails and
+    is retried on the next node; no role may change."""
+    history, since = _run_fault(cluster, _rolling_restart)
     _check_safety(history, since)
-    failed = _report("rolling restart", history, since)
+    failed = _report("rolling restart, direct", history, since)
     assert failed <= MAX_FAILED_SECONDS
+
+
+def test_rolling_restart_behind_a_load_balancer_fails_no_heartbeat(tmp_path: Path) -> None:
+    """With --drain-seconds a stopping node first answers /readyz 503 and hands leadership
+    over while still serving, so adapters behind a /readyz-checking balancer (emulated by the
+    fleet, probing every 0.2 s) never send a heartbeat to a node that is going away."""
+    with Cluster(tmp_path, extra_args=["--drain-seconds", "1.0"]) as cluster:
+        history, since = _run_fault(cluster, _rolling_restart, health_check=0.2)
+    _check_safety(history, since)
+    _report("rolling restart, load balancer", history, since)
+    failures = [r for r in history.snapshot() if r.sent >= since and not r.ok]
+    assert not failures, f"{len(failures)} failed heartbeats: {failures[:3]}"

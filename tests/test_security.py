@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -338,6 +340,29 @@ def test_heartbeat_rate_limit_keeps_the_pending_chain(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_group_and_session_limits_answer_409_and_keep_state(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        limits = FailoverSettings(max_groups=2, max_sessions_per_group=2)
+        settings = replace(settings_for(tmp_path), failover=limits)
+        async with single_node(settings) as (node, client):
+            for gid in ("g1", "g2"):
+                group = {"Id": gid, "FailoverTimeout": "00:00:30"}
+                assert (await client.post(GROUPS, json=group)).status_code == 201
+            third = await client.post(GROUPS, json={"Id": "g3", "FailoverTimeout": "00:00:30"})
+            assert "--max-groups" in assert_error(third, 409)["Reason"]
+            for sid in ("a", "b"):
+                response = await client.post(f"{GROUPS}/g1/clientsessions", json={"Id": sid})
+                assert response.status_code == 201
+            extra = await client.post(f"{GROUPS}/g1/clientsessions", json={"Id": "c"})
+            assert "--max-sessions-per-group" in assert_error(extra, 409)["Reason"]
+            again = await client.post(f"{GROUPS}/g1/clientsessions", json={"Id": "a"})
+            assert again.status_code == 200  # an adapter restarting re-registers as before
+            assert sorted(node.replicator.state.groups) == ["g1", "g2"]
+            assert sorted(node.replicator.state.groups["g1"].sessions) == ["a", "b"]
+
+    run(scenario())
+
+
 # --------------------------------------------------------------------------- real cluster
 
 
@@ -433,3 +458,67 @@ def test_self_signed_certificate_has_the_node_names(tmp_path: Path) -> None:
     assert tls.expiry_warning(pair[0]) is None
     late = tls.expiry(pair[0]) - dt.timedelta(days=3)
     assert "expires" in (tls.expiry_warning(pair[0], now=late) or "")
+
+
+@pytest.mark.cluster
+def test_self_signed_cluster_relays_through_followers(tmp_path: Path) -> None:
+    """Each node generates its own certificate; the members publish them in the replicated
+    member table and the relays pin them, so a heartbeat sent to a follower reaches the
+    leader over verified HTTPS without a shared CA."""
+    with Cluster(tmp_path, size=3, extra_args=["--tls", "self-signed"]) as cluster:
+        client = cluster.client
+        assert all(url.startswith("https://") for url in cluster.urls)
+        leader = cluster.leader_index()
+        follower = next(i for i in range(3) if i != leader)
+        deadline = time.monotonic() + 15
+        while True:  # every member's certificate applied on the follower: its relay trusts them
+            members = client.get(cluster.urls[follower] + "/api/v1/cluster").json()["Members"]
+            if all(m.get("ApiUrl", "").startswith("https://") for m in members):
+                break
+            assert time.monotonic() < deadline, members
+            time.sleep(0.05)
+        group = {"Id": "g", "FailoverTimeout": "00:00:10"}
+        assert client.post(cluster.urls[follower] + GROUPS, json=group).status_code in (200, 201)
+        sessions = f"{cluster.urls[follower]}{GROUPS}/g/clientsessions"
+        assert client.post(sessions, json={"Id": "s"}).status_code in (200, 201)
+        beat = client.post(f"{sessions}/s/heartbeat", json={"FailoverScore": 1})
+        assert beat.status_code == 200, beat.text
+        assert beat.json()["Role"] in (1, "Primary")
+        tls_view = client.get(cluster.urls[leader] + "/api/v1/cluster").json()["Tls"]
+        assert tls_view["Enabled"] and tls_view["DaysLeft"] > 5000
+
+
+def _raw_exchange(port: int, data: bytes, wait: float = 8.0) -> bytes:
+    """Send ``data`` on a fresh connection and read until the server closes it; raises
+    TimeoutError if it is still open after ``wait`` seconds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        if data:
+            sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):  # socket timeout -> TimeoutError
+            received += chunk
+        return received
+
+
+@pytest.mark.cluster
+def test_slow_and_oversized_requests_are_cut_off(tmp_path: Path) -> None:
+    """Slowloris guard: a connection whose request is incomplete after the read timeout is
+    closed (idle, trickled headers, trickled body); oversized headers get 431 + ErrorResponse.
+    The node keeps serving everyone else."""
+    with Cluster(tmp_path, size=1, extra_args=["--request-read-timeout", "1"]) as cluster:
+        port = cluster.nodes[0].api_port
+        assert _raw_exchange(port, b"") == b""  # connected, never sent a byte
+        partial_headers = b"GET /healthz HTTP/1.1\r\nHost: cfs\r\nX-Slow: "
+        assert _raw_exchange(port, partial_headers) == b""
+        partial_body = (
+            b"POST /api/v1/clientfailover/groups HTTP/1.1\r\nHost: cfs\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"Id": '
+        )
+        assert _raw_exchange(port, partial_body) == b""
+        huge = b"GET /healthz HTTP/1.1\r\nHost: cfs\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n"
+        answer = _raw_exchange(port, huge)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert {"OperationId", "Error", "Reason", "Resolution"} <= json.loads(body).keys()
+        assert cluster.client.get(cluster.urls[0] + GROUPS).json() == []  # nothing created
+        assert cluster.client.get(cluster.urls[0] + "/readyz").status_code == 200

@@ -14,7 +14,17 @@ from .. import __version__
 from ..errors import CfsError
 from ..forwarding import RELAY_PATH
 from ..node import Node
-from . import clientfailover, cluster, configuration, observability, users
+from ..tokens import TokenService
+from . import (
+    backup,
+    clientfailover,
+    clients,
+    cluster,
+    configuration,
+    identity,
+    observability,
+    users,
+)
 from .errors import install_error_handlers, render
 from .frontdoor import FrontDoor
 
@@ -41,6 +51,10 @@ def create_app(node: Node) -> ASGIApp:
         redirect_slashes=False,
     )
     app.state.node = node
+    node.auth.on_failure = node.metrics.observe_auth_failure  # cfs_auth_failures_total
+    node.auth.tokens = TokenService(
+        lambda: node.replicator.state, node.settings.security.token_lifetime
+    )  # Bearer tokens (issue 5 §2)
     install_error_handlers(app)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
@@ -53,6 +67,10 @@ def create_app(node: Node) -> ASGIApp:
     app.include_router(users.router)
     app.include_router(configuration.router)
     app.include_router(observability.router)
+    app.include_router(backup.router)
+    app.include_router(clients.router)
+    app.include_router(identity.router)
+    app.include_router(identity.admin_router)
 
     def templates() -> list[str]:
         # Included routers are nested objects in current FastAPI; the OpenAPI document lists

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from .. import __version__, engine
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, Unavailable
 from ..liveness import HeartbeatReport
 from ..models import (
     ClientSessionConfiguration,
@@ -32,7 +33,8 @@ from ..models import (
     status_json,
 )
 from ..node import Node
-from ..wire import ticks_from_unix
+from ..wire import ClientRole, format_datetime, parse_enum, ticks_from_unix
+from .requests import node_of, request_id
 
 __all__ = ["router"]
 
@@ -41,24 +43,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 503)
 }
 MAX_PAGE = 10_000
-
-
-def _node(request: Request) -> Node:
-    node: Node = request.app.state.node
-    return node
-
-
-def _request_id(request: Request) -> str:
-    """Clients may make a write idempotent across retries with a Request-Id header.
-
-    Fix: the key is scoped to the method and (canonical) path. It was the header alone, so a
-    client or proxy reusing one Request-Id for another request got the earlier request's
-    result replayed and its own request silently dropped (e.g. DELETE answered 204 but not done).
-    """
-    given = request.headers.get("request-id")
-    if given and len(given) <= 128:
-        return f"client:{request.method}:{request.url.path}:{given}"
-    return uuid.uuid4().hex
 
 
 def _body_schema(model: type[Any]) -> dict[str, Any]:
@@ -95,7 +79,7 @@ async def list_groups(
     skip: int = Query(0, ge=0),
     count: int = Query(100, ge=0, le=MAX_PAGE),
 ) -> Response:
-    with _node(request).replicator.read() as state:
+    with node_of(request).replicator.read() as state:
         groups = list(state.groups.values())
         page = [group_json(g) for g in groups[skip : skip + count]]
     return JSONResponse(page, headers={"Total-Count": str(len(groups))})
@@ -109,15 +93,16 @@ async def list_groups(
 )
 async def create_group(request: Request) -> Response:
     config = GroupConfig.parse(load_json(await request.body()))
-    node = _node(request)
+    node = node_of(request)
     result = await node.submit(
         engine.CreateGroup(
-            _request_id(request),
+            request_id(request),
             config.id,
             config.name,
             config.description,
             config.timeout,
             config.additional_data,
+            max_groups=node.settings.failover.max_groups,
         )
     )
     status = 201 if result.code == engine.Code.CREATED else 200
@@ -126,7 +111,7 @@ async def create_group(request: Request) -> Response:
 
 @router.get("/groups/{group_id}", summary="Get a failover group", responses=_ERRORS)
 async def get_group(request: Request, group_id: str) -> dict[str, Any]:
-    return group_json(_group(_node(request), group_id))
+    return group_json(_group(node_of(request), group_id))
 
 
 @router.delete(
@@ -136,7 +121,7 @@ async def get_group(request: Request, group_id: str) -> dict[str, Any]:
     responses=_ERRORS,
 )
 async def delete_group(request: Request, group_id: str) -> Response:
-    await _node(request).submit(engine.DeleteGroup(_request_id(request), group_id))
+    await node_of(request).submit(engine.DeleteGroup(request_id(request), group_id))
     return Response(status_code=204)
 
 
@@ -144,13 +129,13 @@ async def delete_group(request: Request, group_id: str) -> Response:
     "/groups/{group_id}/status", summary="Primary, pending primary and data time", responses=_ERRORS
 )
 async def group_status(request: Request, group_id: str) -> dict[str, Any]:
-    return status_json(_group(_node(request), group_id))
+    return status_json(_group(node_of(request), group_id))
 
 
 @router.get("/groups/{group_id}/clientsessions", summary="List client sessions", responses=_ERRORS)
 async def list_sessions(request: Request, group_id: str) -> list[dict[str, Any]]:
-    with _node(request).replicator.read():
-        group = _group(_node(request), group_id)
+    with node_of(request).replicator.read():
+        group = _group(node_of(request), group_id)
         return [session_json(group, s) for s in group.sessions.values()]
 
 
@@ -162,10 +147,15 @@ async def list_sessions(request: Request, group_id: str) -> list[dict[str, Any]]
 )
 async def create_session(request: Request, group_id: str) -> Response:
     config = SessionConfig.parse(load_json(await request.body()))
-    node = _node(request)
+    node = node_of(request)
     result = await node.submit(
         engine.RegisterSession(
-            _request_id(request), group_id, config.id, config.name, config.additional_data
+            request_id(request),
+            group_id,
+            config.id,
+            config.name,
+            config.additional_data,
+            max_sessions=node.settings.failover.max_sessions_per_group,
         )
     )
     group = _group(node, group_id)
@@ -179,7 +169,7 @@ async def create_session(request: Request, group_id: str) -> Response:
     responses=_ERRORS,
 )
 async def get_session(request: Request, group_id: str, session_id: str) -> dict[str, Any]:
-    group = _group(_node(request), group_id)
+    group = _group(node_of(request), group_id)
     return session_json(group, _session(group, session_id))
 
 
@@ -191,8 +181,8 @@ async def get_session(request: Request, group_id: str, session_id: str) -> dict[
 )
 async def delete_session(request: Request, group_id: str, session_id: str) -> Response:
     now = ticks_from_unix(time.time())
-    await _node(request).submit(
-        engine.DeleteSession(_request_id(request), group_id, session_id, now)
+    await node_of(request).submit(
+        engine.DeleteSession(request_id(request), group_id, session_id, now)
     )
     return Response(status_code=204)
 
@@ -215,7 +205,7 @@ async def heartbeat(request: Request, group_id: str, session_id: str) -> dict[st
         body.last_data_processed,
         body.heartbeat_time,
     )
-    return heartbeat_json(await _node(request).heartbeat(report))
+    return heartbeat_json(await node_of(request).heartbeat(report))
 
 
 @router.post(
@@ -230,7 +220,112 @@ async def role_override(request: Request, group_id: str, session_id: str) -> dic
     expiry = None if body.period is None else now + body.period
     if expiry is not None and expiry > ticks_from_unix(253402300799):
         raise BadRequest("ExpirationPeriod reaches past the year 9999.")
-    await _node(request).submit(
-        engine.SetOverride(_request_id(request), group_id, session_id, body.value, expiry, now)
+    await node_of(request).submit(
+        engine.SetOverride(request_id(request), group_id, session_id, body.value, expiry, now)
     )
     return override_json(body.value, expiry)
+
+
+# --------------------------------------------------------------------------- role long-poll
+
+MAX_ROLE_WAIT = 60.0  # seconds a role long-poll may be held
+
+
+@router.get(
+    "/groups/{group_id}/clientsessions/{session_id}/role",
+    summary="Long-poll a session's role (extension): answers at once when Role or Epoch differs "
+    "from knownRole/knownEpoch, else when it changes or after waitFor seconds. Never grants.",
+    responses=_ERRORS,
+)
+async def session_role(
+    request: Request,
+    group_id: str,
+    session_id: str,
+    wait_for: str | None = Query(None, alias="waitFor", description="seconds, 0-60; default 0"),
+    known_epoch: str | None = Query(None, alias="knownEpoch"),
+    known_role: str | None = Query(None, alias="knownRole", description="name or number"),
+) -> dict[str, Any]:
+    # Works on every node: roles are replicated state, and every node's Coordinator wakes its
+    # watchers when an applied entry touches the group. Only heartbeats grant, so an agent
+    # that learns here it is the candidate sends a heartbeat at once to take the role.
+    wait = _wait_seconds(wait_for)
+    role = None if known_role is None else parse_enum(ClientRole, known_role, "knownRole")
+    epoch = None if known_epoch is None else _epoch(known_epoch)
+    node = node_of(request)
+    if role is None and epoch is None:  # nothing known: wait for a change from now
+        first, _ = _role_answer(node, group_id, session_id)
+        role, epoch = ClientRole(first["Role"]), first["Epoch"]
+    deadline = time.monotonic() + wait
+    gone = asyncio.ensure_future(_client_gone(request))
+    stopping = asyncio.ensure_future(node.stopping.wait())
+    change: asyncio.Future[bool] | None = None
+    try:
+        while True:
+            if node.stopping.is_set():
+                raise Unavailable(
+                    "This node is stopping; send the long-poll to another node.", retry_after=1
+                )
+            # The watcher is registered before the state is read (sleep(0) lets the task run
+            # up to its wait), so a change applied in between still wakes us.
+            remaining = max(0.0, deadline - time.monotonic())
+            change = asyncio.ensure_future(node.coordinator.wait_for_change(group_id, remaining))
+            await asyncio.sleep(0)
+            answer, grant_free = _role_answer(node, group_id, session_id)
+            # A candidate that knows it is PendingPrimary is waiting for the old holder's
+            # grant to be released: that is news too, since its next heartbeat now takes it.
+            ready = role == ClientRole.PendingPrimary and grant_free
+            if _differs(answer, role, epoch) or ready or remaining <= 0 or gone.done():
+                return answer
+            await asyncio.wait({change, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        stopping.cancel()
+        if change is not None:
+            change.cancel()
+
+
+def _wait_seconds(text: str | None) -> float:
+    if text is None:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_ROLE_WAIT:  # also refuses nan
+        raise BadRequest(
+            f"waitFor must be a number of seconds from 0 to {MAX_ROLE_WAIT:g}.",
+            parameters={"waitFor": text[:64]},
+        )
+    return value
+
+
+def _epoch(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise BadRequest(
+            "knownEpoch must be a non-negative integer.", parameters={"knownEpoch": text[:64]}
+        )
+    return int(text)
+
+
+def _role_answer(node: Node, group_id: str, session_id: str) -> tuple[dict[str, Any], bool]:
+    """The long-poll body, and whether no session holds the Primary grant now."""
+    group = _group(node, group_id)
+    _session(group, session_id)
+    answer = {
+        "Role": int(engine.role_of(group, session_id)),
+        "Epoch": group.epoch,
+        "LastDataProcessedTime": format_datetime(group.last_data_processed),
+    }
+    return answer, group.primary is None
+
+
+def _differs(answer: dict[str, Any], role: ClientRole | None, epoch: int | None) -> bool:
+    return (role is not None and answer["Role"] != role) or (
+        epoch is not None and answer["Epoch"] != epoch
+    )
+
+
+async def _client_gone(request: Request) -> None:
+    """Return when the client disconnects, so an abandoned long-poll does not linger."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -15,15 +15,11 @@ from ..forwarding import FORWARDED_HEADER, RELAY_HEADER, RELAY_PATH, decode_repo
 from ..membership import HANDED_OVER, MemberChange
 from ..models import load_json
 from ..node import Node
+from .requests import node_of
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["cluster"])
-
-
-def _node(request: Request) -> Node:
-    node: Node = request.app.state.node
-    return node
 
 
 @router.get("/healthz", summary="Process alive")
@@ -33,7 +29,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="200 when this node can serve: leader known, caught up")
 async def readyz(request: Request) -> Response:
-    ready, why = _node(request).is_ready()
+    ready, why = node_of(request).is_ready()
     status = 200 if ready else 503
     headers = {} if ready else {"Retry-After": "1"}
     return JSONResponse({"Ready": ready, "Reason": why}, status_code=status, headers=headers)
@@ -41,7 +37,7 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/api/v1/cluster", summary="Members, leader, term, commit and applied index")
 async def cluster(request: Request) -> dict[str, Any]:
-    node = _node(request)
+    node = node_of(request)
     view = _local_view(node)
     if not node.replicator.is_leader() and not request.headers.get(FORWARDED_HEADER):
         await _merge_leader_view(node, request, view)
@@ -96,7 +92,7 @@ async def _merge_leader_view(node: Node, request: Request, view: dict[str, Any])
     """Match index, lag and last contact are known only to the leader: ask it (best effort)."""
     try:
         answer = await node.relay.forward(
-            "GET", "/api/v1/cluster", b"", request.headers.get("authorization")
+            "GET", "/api/v1/cluster", b"", request.headers.get("authorization"), timeout=1.0
         )
         leader_members = {m["Raft"]: m for m in answer.json()["Members"]}
     except (CfsError, ValueError, KeyError, TypeError):
@@ -173,7 +169,7 @@ async def _on_leader(
     status: int = 200,
 ) -> Response:
     """Run ``action`` here if this node leads, else hand the request to the leader."""
-    node = _node(request)
+    node = node_of(request)
     if node.replicator.is_leader():
         change = await action(node)
         if change.action != HANDED_OVER:
@@ -205,7 +201,7 @@ def _change_body(change: MemberChange) -> dict[str, Any]:
 @router.post(RELAY_PATH, include_in_schema=False)
 async def relay(request: Request) -> Response:
     """Heartbeats relayed by a follower, answered one by one in the same order."""
-    node = _node(request)
+    node = node_of(request)
     token = request.headers.get(RELAY_HEADER, "")
     if not hmac.compare_digest(token, node.relay_token):
         raise NotFound("No resource exists at this path.")

@@ -8,7 +8,6 @@ Authorization (Administrators) is enforced in front of these routes (auth.py), n
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,6 +18,7 @@ from ..errors import BadRequest, NotFound
 from ..logs import current_level
 from ..models import ErrorResponse, load_json
 from ..node import Node
+from .requests import node_of, request_id
 
 __all__ = ["router"]
 
@@ -52,18 +52,6 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def _node(request: Request) -> Node:
-    node: Node = request.app.state.node
-    return node
-
-
-def _request_id(request: Request) -> str:
-    given = request.headers.get("request-id")
-    if given and len(given) <= 128:
-        return f"client:{given}"
-    return uuid.uuid4().hex
-
-
 def _config(node: Node) -> config.GlobalConfig:
     return config.current(node.replicator.state)
 
@@ -95,7 +83,7 @@ def _describe(endpoints: tuple[config.HealthEndpoint, ...]) -> str:
 
 @router.get("", summary="Get the global configuration (secrets masked)", responses=_ERRORS)
 async def get_configuration(request: Request) -> dict[str, Any]:
-    node = _node(request)
+    node = node_of(request)
     return {"Logging": _logging_json(node), "HealthEndpoints": _endpoints_json(node)}
 
 
@@ -114,11 +102,11 @@ async def get_configuration(request: Request) -> dict[str, Any]:
     ),
 )
 async def put_configuration(request: Request) -> dict[str, Any]:
-    node = _node(request)
+    node = node_of(request)
     level, endpoints = config.parse_configuration(load_json(await request.body()))
     if endpoints is not None:
         endpoints = _unmasked(node, endpoints)
-    await node.submit(engine.SetConfiguration(_request_id(request), level, endpoints))
+    await node.submit(engine.SetConfiguration(request_id(request), level, endpoints))
     if level is not None:
         log.info("Log level set to %s.", level)
     if endpoints is not None:
@@ -131,7 +119,7 @@ async def put_configuration(request: Request) -> dict[str, Any]:
 
 @router.get("/logging", summary="Get the log level", responses=_ERRORS)
 async def get_logging(request: Request) -> dict[str, Any]:
-    return _logging_json(_node(request))
+    return _logging_json(node_of(request))
 
 
 @router.put(
@@ -141,9 +129,9 @@ async def get_logging(request: Request) -> dict[str, Any]:
     openapi_extra=_body(_LOGGING_SCHEMA),
 )
 async def put_logging(request: Request) -> dict[str, Any]:
-    node = _node(request)
+    node = node_of(request)
     level = config.parse_logging(load_json(await request.body()))
-    await node.submit(engine.SetConfiguration(_request_id(request), log_level=level))
+    await node.submit(engine.SetConfiguration(request_id(request), log_level=level))
     log.info("Log level set to %s.", level)
     return {"LogLevel": level}
 
@@ -153,7 +141,7 @@ async def put_logging(request: Request) -> dict[str, Any]:
 
 @router.get("/healthEndpoints", summary="List health endpoints (secrets masked)", responses=_ERRORS)
 async def list_endpoints(request: Request) -> list[dict[str, Any]]:
-    return _endpoints_json(_node(request))
+    return _endpoints_json(node_of(request))
 
 
 @router.post(
@@ -166,7 +154,7 @@ async def list_endpoints(request: Request) -> list[dict[str, Any]]:
     ),
 )
 async def add_endpoints(request: Request) -> Response:
-    node = _node(request)
+    node = node_of(request)
     body = load_json(await request.body())
     endpoints = config.parse_endpoints(body, allow_single=True)
     if not endpoints:
@@ -175,7 +163,7 @@ async def add_endpoints(request: Request) -> Response:
         raise BadRequest(
             "A new health endpoint needs its real Password/ClientSecret, not the mask."
         )
-    await node.submit(engine.AddHealthEndpoints(_request_id(request), endpoints))
+    await node.submit(engine.AddHealthEndpoints(request_id(request), endpoints))
     log.info("Health endpoints added: %s.", _describe(endpoints))
     rendered = [config.endpoint_json(e) for e in endpoints]
     return JSONResponse(rendered if isinstance(body, list) else rendered[0], status_code=201)
@@ -188,10 +176,10 @@ async def add_endpoints(request: Request) -> Response:
     openapi_extra=_body({"type": "array", "items": _ENDPOINT_SCHEMA}),
 )
 async def replace_endpoints(request: Request) -> list[dict[str, Any]]:
-    node = _node(request)
+    node = node_of(request)
     endpoints = config.parse_endpoints(load_json(await request.body()), allow_single=False)
     endpoints = _unmasked(node, endpoints)
-    await node.submit(engine.SetConfiguration(_request_id(request), health_endpoints=endpoints))
+    await node.submit(engine.SetConfiguration(request_id(request), health_endpoints=endpoints))
     log.info("Health endpoints replaced: %s.", _describe(endpoints))
     return [config.endpoint_json(e) for e in endpoints]
 
@@ -200,14 +188,14 @@ async def replace_endpoints(request: Request) -> list[dict[str, Any]]:
     "/healthEndpoints", status_code=204, summary="Delete every health endpoint", responses=_ERRORS
 )
 async def delete_endpoints(request: Request) -> Response:
-    await _node(request).submit(engine.SetConfiguration(_request_id(request), health_endpoints=()))
+    await node_of(request).submit(engine.SetConfiguration(request_id(request), health_endpoints=()))
     log.info("Health endpoints deleted.")
     return Response(status_code=204)
 
 
 @router.get("/healthEndpoints/{endpoint_id}", summary="Get one health endpoint", responses=_ERRORS)
 async def get_endpoint(request: Request, endpoint_id: str) -> dict[str, Any]:
-    return config.endpoint_json(_find_any_case(_node(request), endpoint_id))
+    return config.endpoint_json(_find_any_case(node_of(request), endpoint_id))
 
 
 @router.put(
@@ -217,13 +205,13 @@ async def get_endpoint(request: Request, endpoint_id: str) -> dict[str, Any]:
     openapi_extra=_body(_ENDPOINT_SCHEMA),
 )
 async def update_endpoint(request: Request, endpoint_id: str) -> dict[str, Any]:
-    node = _node(request)
+    node = node_of(request)
     stored = _find_any_case(node, endpoint_id)
     endpoint = config.parse_endpoint(load_json(await request.body()), default_id=stored.id)
     if endpoint.id.lower() != stored.id.lower():
         raise BadRequest(f"The body's Id '{endpoint.id}' differs from the URL's '{endpoint_id}'.")
     endpoint = config.unmask(endpoint, stored)
-    result = await node.submit(engine.UpdateHealthEndpoint(_request_id(request), endpoint))
+    result = await node.submit(engine.UpdateHealthEndpoint(request_id(request), endpoint))
     _raise_missing(result, endpoint_id)
     log.info("Health endpoint updated: %s.", _describe((endpoint,)))
     return config.endpoint_json(endpoint)
@@ -236,8 +224,8 @@ async def update_endpoint(request: Request, endpoint_id: str) -> dict[str, Any]:
     responses=_ERRORS,
 )
 async def delete_endpoint(request: Request, endpoint_id: str) -> Response:
-    result = await _node(request).submit(
-        engine.DeleteHealthEndpoint(_request_id(request), endpoint_id)
+    result = await node_of(request).submit(
+        engine.DeleteHealthEndpoint(request_id(request), endpoint_id)
     )
     _raise_missing(result, endpoint_id)
     log.info("Health endpoint '%s' deleted.", endpoint_id)

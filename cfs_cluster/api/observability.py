@@ -11,22 +11,17 @@ from .. import engine
 from ..errors import NotFound
 from ..metrics import CONTENT_TYPE
 from ..models import ErrorResponse
-from ..node import Node
 from ..wire import format_datetime
+from .requests import node_of
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["observability"])
 
 
-def _node(request: Request) -> Node:
-    node: Node = request.app.state.node
-    return node
-
-
 @router.get("/metrics", summary="Prometheus metrics of this node", response_class=Response)
 async def metrics(request: Request) -> Response:
-    return Response(_node(request).metrics.render(), media_type=CONTENT_TYPE)
+    return Response(node_of(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
 @router.get(
@@ -35,7 +30,7 @@ async def metrics(request: Request) -> Response:
     responses={404: {"model": ErrorResponse}},
 )
 async def group_events(request: Request, group_id: str) -> list[dict[str, Any]]:
-    with _node(request).replicator.read() as state:
+    with node_of(request).replicator.read() as state:
         group = state.groups.get(group_id)
         if group is None:
             raise NotFound(f"Failover group '{group_id}' was not found.")

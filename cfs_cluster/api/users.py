@@ -18,6 +18,7 @@ from ..auth import check_password, check_user_name, hash_password, parse_role
 from ..errors import BadRequest, NotFound
 from ..models import ErrorResponse, load_json
 from ..node import Node
+from .requests import node_of
 
 __all__ = ["router"]
 
@@ -25,11 +26,6 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 503)
 }
-
-
-def _node(request: Request) -> Node:
-    node: Node = request.app.state.node
-    return node
 
 
 def _user_json(user: engine.User) -> dict[str, str]:
@@ -52,13 +48,13 @@ async def _submit(node: Node, command: engine.Command, name: str) -> engine.Resu
 
 @router.get("", summary="List users and their roles", responses=_ERRORS)
 async def list_users(request: Request) -> list[dict[str, str]]:
-    users = _node(request).users()
+    users = node_of(request).users()
     return [_user_json(u) for u in sorted(users.values(), key=lambda u: u.name)]
 
 
 @router.get("/{name}", summary="One user", responses=_ERRORS)
 async def get_user(request: Request, name: str) -> dict[str, str]:
-    user = _node(request).users().get(name)
+    user = node_of(request).users().get(name)
     if user is None:
         raise NotFound(f"User '{name}' was not found.")
     return _user_json(user)
@@ -74,7 +70,7 @@ async def add_user(request: Request) -> Response:
     role = parse_role(fields.get("role", "users"))
     password_hash = await asyncio.to_thread(hash_password, password)
     command = engine.AddUser(uuid.uuid4().hex, name, role, password_hash)
-    await _submit(_node(request), command, name)
+    await _submit(node_of(request), command, name)
     return JSONResponse({"Name": name, "Role": role}, status_code=201)
 
 
@@ -91,7 +87,7 @@ async def update_user(request: Request, name: str) -> dict[str, str]:
     command = engine.UpdateUser(
         uuid.uuid4().hex, name, password_hash, None if role is None else parse_role(role)
     )
-    node = _node(request)
+    node = node_of(request)
     await _submit(node, command, name)
     user = node.users().get(name)
     if user is None:  # removed by a concurrent request
@@ -101,5 +97,5 @@ async def update_user(request: Request, name: str) -> dict[str, str]:
 
 @router.delete("/{name}", summary="Remove a user", status_code=204, responses=_ERRORS)
 async def remove_user(request: Request, name: str) -> Response:
-    await _submit(_node(request), engine.RemoveUser(uuid.uuid4().hex, name), name)
+    await _submit(node_of(request), engine.RemoveUser(uuid.uuid4().hex, name), name)
     return Response(status_code=204)

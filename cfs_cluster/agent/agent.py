@@ -1,0 +1,543 @@
+"""FailoverAgent: the adapter side of client failover for asyncio collectors.
+
+It speaks the protocol as an AVEVA adapter does (spec §5.3; AF FailoverEndpointManager):
+
+1. ``POST groups/`` ``{"Id", "FailoverTimeout"}``; on 409 read the group and adopt its timeout.
+2. ``POST groups/{g}/clientsessions`` ``{"Id", "Name"}``.
+3. A heartbeat at once, then every T/2: ``{"FailoverScore", "LastDataProcessedTime"}``. A
+   ``PendingPrimary`` answer is confirmed at once, at most 10 times in a row. 404 re-registers,
+   429 waits Retry-After, an unreachable service is retried every T/2.
+4. On stop, ``DELETE groups/{g}/clientsessions/{s}``.
+
+What it adds: several node URLs (rotating on connection errors and 503), self-demotion when the
+last Primary grant's ``ValidFor`` lapses (grant.py), the grant's epoch for fencing, role-change
+callbacks, and a long-poll on ``…/clientsessions/{s}/role`` so a secondary hears of its
+promotion at once. The long-poll never grants anything: on news it sends a heartbeat, and only a
+heartbeat answer makes the agent Primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ..wire import (
+    TICKS_PER_SECOND,
+    ClientRole,
+    format_datetime,
+    format_timespan,
+    parse_timespan,
+    ticks_from_unix,
+    unix_from_ticks,
+)
+from .grant import Grant, RoleAnswer, RoleChange, next_role, parse_role_answer
+from .settings import AgentSettings, default_session_id, default_session_name
+from .tokens import BearerAuth, TokenProvider
+from .transport import (
+    EndpointError,
+    EndpointPool,
+    NotFound,
+    RateLimited,
+    Refused,
+    Unavailable,
+    check,
+    session_path,
+)
+
+__all__ = ["FailoverAgent"]
+
+log = logging.getLogger("cfs.agent")
+
+MAX_CONFIRMATIONS = 10  # AF _pendingPrimaryRetries
+# Seconds the service holds a role long-poll (it allows up to 60). Below the 30 s server
+# timeout of compose/haproxy.cfg and common proxy defaults: a poll held as long as the
+# balancer's timeout ends in a 504 instead of an answer.
+LONG_POLL_WAIT = 25.0
+LONG_POLL_BACKOFF = 1.0  # seconds between long-polls that fail
+MIN_RETRY = 0.2  # never retry faster than this, whatever Retry-After says
+
+RoleCallback = Callable[[RoleChange], Awaitable[None] | None]
+
+
+class FailoverAgent:
+    """Joins a failover group and keeps this adapter's role current.
+
+    Usage::
+
+        agent = FailoverAgent(AgentSettings(endpoints=(url,), group_id="Line1"))
+        await agent.start()
+        if agent.role == ClientRole.Primary: ...
+        await agent.stop()
+    """
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        score: Callable[[], float] | None = None,
+        on_role_change: RoleCallback | None = None,
+    ) -> None:
+        self.settings = settings
+        self.session_id = settings.session_id or default_session_id()
+        self._score_fn = score
+        self._on_role_change = on_role_change
+        self._timeout = settings.failover_timeout
+        self._role = ClientRole.Secondary
+        self._state = "Stopped"
+        self._grant = Grant()
+        self._answered: tuple[ClientRole, int | None] | None = None  # last heartbeat answer
+        self._polled: tuple[ClientRole, int | None] | None = None  # what the long-poll knows
+        self._server_ldpt = 0
+        self._ldpt: int | None = None  # ticks the adapter reported
+        self._score = 0.0
+        self._registered = asyncio.Event()
+        self._poke = asyncio.Event()
+        self._role_event = asyncio.Event()
+        self._cycle_done = asyncio.Event()  # replaced and set after every heartbeat round
+        self._lapse: asyncio.TimerHandle | None = None
+        self._callbacks: asyncio.Queue[Awaitable[None]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+        self._pool: EndpointPool | None = None
+        self._last_error: str | None = None
+        self._poll_works = False  # the service answers role long-polls
+
+    # ----------------------------------------------------------------- public state
+
+    @property
+    def role(self) -> ClientRole:
+        """Primary only while a grant is valid; Secondary otherwise (PendingPrimary is not kept)."""
+        return self._role
+
+    @property
+    def epoch(self) -> int | None:
+        """The group's grant epoch in the last answer; tag downstream writes with it to fence."""
+        return self._grant.epoch
+
+    @property
+    def server_last_data_processed(self) -> dt.datetime | None:
+        """The group's LastDataProcessedTime from the last answer (None = unknown)."""
+        if self._server_ldpt <= 0:
+            return None
+        return dt.datetime.fromtimestamp(unix_from_ticks(self._server_ldpt), dt.UTC)
+
+    @property
+    def failover_score(self) -> float:
+        """The FailoverScore sent with the last heartbeat."""
+        return self._score
+
+    @property
+    def failover_timeout(self) -> float:
+        """T in seconds: the configured one, or the server's when the group had another."""
+        return self._timeout
+
+    @property
+    def state(self) -> str:
+        """``Stopped``, ``Starting``, ``Running`` (last heartbeat answered) or ``Error``."""
+        return self._state
+
+    def report_data_processed(self, when: dt.datetime) -> None:
+        """The adapter's LastDataProcessedTime, sent with the next heartbeat (naive = UTC)."""
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        self._ldpt = ticks_from_unix(when.timestamp())
+
+    async def wait_for_role(self, role: ClientRole, timeout: float) -> bool:
+        """Wait until the local role is ``role``; False after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._role != role:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await _wait(self._role_event, remaining)
+        return True
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Register and send the first heartbeat; return once it is answered or has failed."""
+        if self._tasks:
+            raise RuntimeError("The agent is already started.")
+        self._state = "Starting"
+        self._client = self._make_client()
+        self._pool = EndpointPool(self.settings.endpoints, self._client)
+        self._tasks.append(asyncio.create_task(self._dispatch_callbacks(), name="cfs-agent-cb"))
+        first_delay = await self._cycle()
+        self._tasks.append(
+            asyncio.create_task(self._heartbeat_loop(first_delay), name="cfs-agent-heartbeat")
+        )
+        self._tasks.append(asyncio.create_task(self._long_poll_loop(), name="cfs-agent-poll"))
+
+    async def stop(self, unregister: bool = True) -> None:
+        """Stop heartbeating; unregister the session unless ``unregister`` is False (a crash)."""
+        if self._client is None:
+            return
+        dispatcher, loops = self._tasks[:1], self._tasks[1:]
+        for task in loops:
+            task.cancel()
+        for task in loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._cancel_lapse()
+        if unregister and self._registered.is_set():
+            await self._unregister()
+        self._registered.clear()
+        self._set_role(ClientRole.Secondary, "agent stopped")
+        await self._drain_callbacks(dispatcher)
+        await self._client.aclose()
+        self._client, self._pool, self._tasks = None, None, []
+        self._state = "Stopped"
+
+    def _make_client(self) -> httpx.AsyncClient:
+        s = self.settings
+        headers = {}
+        auth: httpx.Auth | None = None
+        if s.client_id is None:
+            # PI Web API's CSRF convention; adapters send it whenever no ClientId is set (§5.3).
+            headers["X-Requested-With"] = "AdapterFramework.Adapter"
+        if s.username is not None and s.password is not None:
+            auth = httpx.BasicAuth(s.username, s.password)
+        client = httpx.AsyncClient(
+            timeout=s.request_timeout, verify=s.verify_tls, headers=headers, auth=auth
+        )
+        if s.client_id is not None and s.client_secret is not None:
+            provider = TokenProvider(
+                client, s.client_id, s.client_secret, s.token_endpoint, s.endpoints
+            )
+            client.auth = BearerAuth(provider)
+        return client
+
+    # ----------------------------------------------------------------- heartbeats
+
+    async def _heartbeat_loop(self, delay: float) -> None:
+        while True:
+            if self._state == "Error":
+                await asyncio.sleep(delay)  # a retry delay (Retry-After) is not cut short
+            else:
+                await _wait(self._poke, delay)
+            delay = await self._cycle()
+
+    async def _cycle(self) -> float:
+        """One round: (re-)register if needed, heartbeat, confirm; seconds until the next round."""
+        self._poke.clear()
+        try:
+            try:
+                await self._register_and_beat()
+            except NotFound:
+                self._lost_registration()
+                await self._register_and_beat()  # at once, as the adapter does
+        except EndpointError as exc:
+            self._failed(exc)
+            return self._retry_delay(exc)
+        finally:
+            event, self._cycle_done = self._cycle_done, asyncio.Event()
+            event.set()
+        self._recovered()
+        return self._timeout / 2
+
+    async def _register_and_beat(self) -> None:
+        if not self._registered.is_set():
+            await self._register_group()
+            await self._register_session()
+            self._registered.set()
+        # With a working long-poll one confirmation is enough: while the old primary's grant
+        # is still held, more cannot succeed, and the poll answers as soon as it is released.
+        confirmations = 1 if self._poll_works else MAX_CONFIRMATIONS
+        for _ in range(confirmations + 1):
+            answer = await self._heartbeat()
+            if answer.role != ClientRole.PendingPrimary:
+                return
+            log.info("Sending primary confirmation.")
+        if self._poll_works:
+            log.debug("Still PendingPrimary; waiting for the role long-poll.")
+            return
+        log.warning(
+            "Failover did not assign primary role to the adapter after %d. "
+            "Stopping sending primary confirmation.",
+            MAX_CONFIRMATIONS,
+        )
+
+    async def _heartbeat(self) -> RoleAnswer:
+        pool = self._require_pool()
+        self._score = self._current_score()
+        body: dict[str, Any] = {"FailoverScore": self._score}
+        if self._ldpt is not None:
+            body["LastDataProcessedTime"] = format_datetime(self._ldpt)
+        sent_at = asyncio.get_running_loop().time()
+        path = session_path(self.settings.group_id, self.session_id, "heartbeat")
+        response = check(await pool.request("POST", path, json=body), "Heartbeat")
+        try:
+            answer = parse_role_answer(response.json())
+        except ValueError as exc:
+            raise Refused(f"Unable to deserialize failover message: {exc}") from exc
+        self._apply(answer, sent_at)
+        return answer
+
+    def _apply(self, answer: RoleAnswer, sent_at: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._answered = self._polled = (answer.role, answer.epoch)
+        self._server_ldpt = answer.last_data_processed
+        self._grant = Grant.from_answer(answer, sent_at, self._timeout)
+        role = next_role(self._role, answer.role, self._grant.valid(loop.time()))
+        if role == ClientRole.Primary:
+            self._arm_lapse(self._grant.valid_until)
+        else:
+            self._cancel_lapse()
+        self._set_role(role, f"heartbeat answered {answer.role.name} (epoch {answer.epoch})")
+
+    def _current_score(self) -> float:
+        if self._score_fn is not None:
+            return max(0.0, min(100.0, float(self._score_fn())))
+        # Cold secondaries report standby (spec §4.1 item 9): below any working primary.
+        if self.settings.cold and self._role != ClientRole.Primary:
+            return 1.0
+        return 100.0
+
+    def _retry_delay(self, exc: EndpointError) -> float:
+        half = self._timeout / 2
+        if isinstance(exc, RateLimited | Unavailable) and exc.retry_after is not None:
+            return min(max(exc.retry_after, MIN_RETRY), half)
+        if isinstance(exc, Unavailable):
+            return min(1.0, half)  # an election takes about a second
+        return half
+
+    def _failed(self, exc: EndpointError) -> None:
+        self._state = "Error"
+        text = str(exc)
+        if text != self._last_error:  # logged once per distinct failure, as the adapter does
+            log.error(
+                "Could not send heartbeat to endpoint %s. %s (retrying every %s s)",
+                self._require_pool().current,
+                text,
+                self._timeout / 2,
+            )
+            self._last_error = text
+
+    def _recovered(self) -> None:
+        if self._last_error is not None:
+            log.info("Heartbeats to the failover endpoint succeed again.")
+            self._last_error = None
+        self._state = "Running"
+
+    def _lost_registration(self) -> None:
+        log.warning(
+            "Group or session could not be found on the failover endpoint. "
+            "Reattempting to create group and/or session."
+        )
+        self._registered.clear()
+        self._cancel_lapse()
+        self._set_role(ClientRole.Secondary, "session not found on the service")
+
+    # ----------------------------------------------------------------- registration
+
+    async def _register_group(self) -> None:
+        pool, gid = self._require_pool(), self.settings.group_id
+        ticks = round(self._timeout * TICKS_PER_SECOND)
+        body = {"Id": gid, "FailoverTimeout": format_timespan(ticks)}
+        response = await pool.request("POST", "groups/", json=body)
+        if response.status_code == 409:
+            response = check(await pool.request("GET", f"groups/{quote(gid, safe='')}"), "Group")
+            self._adopt_timeout(response.json())
+            return
+        check(response, f"Registering failover group {gid}")
+        log.info("Registered failover group %s.", gid)
+
+    def _adopt_timeout(self, group: Any) -> None:
+        text = group.get("FailoverTimeout") if isinstance(group, dict) else None
+        try:
+            server = parse_timespan(text, "FailoverTimeout") / TICKS_PER_SECOND
+        except Exception as exc:  # BadRequest from the parser: the body is not a group
+            raise Refused(f"Unexpected group body: {group!r:.200}") from exc
+        if server > 0 and server != self._timeout:
+            log.warning(
+                "Server had a different failover timeout (%s) than the configured one (%s). "
+                "Server timeout will be used.",
+                text,
+                format_timespan(round(self._timeout * TICKS_PER_SECOND)),
+            )
+            self._timeout = server
+
+    async def _register_session(self) -> None:
+        pool, gid = self._require_pool(), self.settings.group_id
+        body = {"Id": self.session_id, "Name": default_session_name()}
+        path = f"groups/{quote(gid, safe='')}/clientsessions"
+        check(await pool.request("POST", path, json=body), f"Adding session to group {gid}")
+        log.info("Added session %s to failover group %s.", self.session_id, gid)
+
+    async def _unregister(self) -> None:
+        path = session_path(self.settings.group_id, self.session_id)
+        try:
+            response = await self._require_pool().request("DELETE", path)
+        except EndpointError as exc:
+            log.warning("Could not unregister session %s: %s", self.session_id, exc)
+            return
+        if response.is_success or response.status_code == 404:
+            log.info("Unregistered session %s.", self.session_id)
+        else:
+            log.warning("Unregistering session %s: %s", self.session_id, response.status_code)
+
+    # ----------------------------------------------------------------- long-poll
+
+    async def _long_poll_loop(self) -> None:
+        """Wait on the service for news of this session's role; on news, heartbeat at once."""
+        while True:
+            await self._registered.wait()
+            try:
+                answer = await self._poll_role()
+            except EndpointError as exc:
+                self._poll_works = False
+                # 404 also means a service without the long-poll (a commercial CFS): be gentle.
+                delay = self._timeout / 2 if isinstance(exc, NotFound) else LONG_POLL_BACKOFF
+                log.debug("Role long-poll failed (%s); next in %.1f s", exc, delay)
+                if isinstance(exc, NotFound):
+                    self._poke.set()
+                await asyncio.sleep(min(delay, self._timeout / 2))
+                continue
+            self._poll_works = True
+            if self._predates_heartbeat(answer):
+                # A node that has not yet applied what the last heartbeat was answered, or a
+                # poll answered just before that heartbeat's grant: old news, not a change.
+                # Ask again shortly (a lagging node would answer at once again: no spinning).
+                log.debug(
+                    "Role long-poll answered epoch %s, older than known; ignored", answer.epoch
+                )
+                await asyncio.sleep(min(LONG_POLL_BACKOFF, self._timeout / 2))
+                continue
+            if self._on_polled(answer):
+                # Let the heartbeat it triggered finish before asking again: the next poll
+                # then carries what that heartbeat learnt, so polls never spin.
+                await _wait(self._cycle_done, self._timeout / 2)
+
+    async def _poll_role(self) -> RoleAnswer:
+        params = {"waitFor": f"{LONG_POLL_WAIT:g}"}
+        if self._polled is not None:
+            role, epoch = self._polled
+            params["knownRole"] = role.name
+            if epoch is not None:
+                params["knownEpoch"] = str(epoch)
+        path = session_path(self.settings.group_id, self.session_id, "role")
+        timeout = LONG_POLL_WAIT + self.settings.request_timeout
+        response = await self._require_pool().request("GET", path, params=params, timeout=timeout)
+        check(response, "Role long-poll")
+        try:
+            return parse_role_answer(response.json())
+        except ValueError as exc:
+            raise Refused(f"Unexpected role answer: {exc}") from exc
+
+    def _predates_heartbeat(self, answer: RoleAnswer) -> bool:
+        """True when the answer's epoch is older than the last heartbeat answer's.
+
+        The epoch only grows (a grant increments it), so such an answer describes the group
+        before a grant this agent already heard of. Acting on it would demote a primary that
+        was just granted (a spurious Primary -> Secondary -> Primary). Ignoring it is safe:
+        the grant still lapses on its own clock, and heartbeats stay authoritative.
+        """
+        if self._answered is None or answer.epoch is None:
+            return False
+        known = self._answered[1]
+        return known is not None and answer.epoch < known
+
+    def _on_polled(self, answer: RoleAnswer) -> bool:
+        """Act on a long-poll answer; True when it asked for a heartbeat."""
+        news = (answer.role, answer.epoch)
+        self._polled = news
+        pending = answer.role == ClientRole.PendingPrimary  # answered early: the grant is free
+        if news == self._answered and not pending:
+            return False  # a heartbeat already told us (the poll was in flight meanwhile)
+        if self._role == ClientRole.Primary and answer.role != ClientRole.Primary:
+            # Stepping down early is always safe; only a heartbeat can make us Primary.
+            self._cancel_lapse()
+            self._set_role(ClientRole.Secondary, f"role long-poll answered {answer.role.name}")
+        log.debug("Role long-poll: %s epoch %s; heartbeating now", answer.role.name, answer.epoch)
+        self._poke.set()
+        return True
+
+    # ----------------------------------------------------------------- grant validity
+
+    def _arm_lapse(self, valid_until: float) -> None:
+        self._cancel_lapse()
+        self._lapse = asyncio.get_running_loop().call_at(valid_until, self._grant_lapsed)
+
+    def _cancel_lapse(self) -> None:
+        if self._lapse is not None:
+            self._lapse.cancel()
+            self._lapse = None
+
+    def _grant_lapsed(self) -> None:
+        self._lapse = None
+        if self._role == ClientRole.Primary and not self._grant.valid(
+            asyncio.get_running_loop().time()
+        ):
+            log.warning(
+                "The Primary grant (epoch %s) lapsed without renewal; acting as Secondary.",
+                self._grant.epoch,
+            )
+            self._set_role(ClientRole.Secondary, "Primary grant lapsed without renewal")
+
+    # ----------------------------------------------------------------- role changes
+
+    def _set_role(self, role: ClientRole, reason: str) -> None:
+        old = self._role
+        if role == old:
+            return
+        self._role = role
+        log.info("Failover role changed from %s to %s (%s).", old.name, role.name, reason)
+        event, self._role_event = self._role_event, asyncio.Event()
+        event.set()
+        if self._on_role_change is None:
+            return
+        change = RoleChange(old, role, self._grant.epoch, reason)
+        try:
+            result = self._on_role_change(change)
+        except Exception:
+            log.exception("The role-change callback failed")
+            return
+        if inspect.isawaitable(result):
+            self._callbacks.put_nowait(result)  # run in order, without blocking heartbeats
+
+    async def _dispatch_callbacks(self) -> None:
+        while True:
+            pending = await self._callbacks.get()
+            try:
+                await pending
+            except Exception:
+                log.exception("The role-change callback failed")
+            finally:
+                self._callbacks.task_done()
+
+    async def _drain_callbacks(self, dispatcher: list[asyncio.Task[None]]) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.request_timeout):
+                await self._callbacks.join()
+        for task in dispatcher:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _require_pool(self) -> EndpointPool:
+        if self._pool is None:
+            raise RuntimeError("The agent is not started.")
+        return self._pool
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; False on timeout.
+
+    Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives as the
+    event is set (gh-86296), and stop() cancels loops exactly when a round ends.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

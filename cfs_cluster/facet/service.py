@@ -1,0 +1,139 @@
+"""The facet's verbs over the one configuration: validate, apply at runtime, then persist.
+
+Each change is computed purely (model.py) from the current configuration and the request body,
+then made effective by the runtime and only then saved, under one lock so two requests cannot
+interleave. A body the runtime refuses changes nothing, neither the agent nor the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..errors import BadRequest, Conflict, NotFound
+from .model import ClientFailoverConfig, merge_patch, parse_config, single_entry, unmask
+from .runtime import FailoverRuntime, FailoverState
+from .store import ConfigStore
+
+__all__ = ["ClientFailoverFacet"]
+
+log = logging.getLogger("cfs.facet")
+
+
+class ClientFailoverFacet:
+    """The ClientFailover facet of component System (seed 002): at most one configuration.
+
+    Args:
+        runtime: applies configuration changes (``AgentRuntime``, or a fake in tests).
+        store: where the configuration survives restarts; None keeps it in memory only.
+    """
+
+    def __init__(self, runtime: FailoverRuntime, store: ConfigStore | None = None) -> None:
+        self.runtime = runtime
+        self.store = store
+        self._config: ClientFailoverConfig | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def config(self) -> ClientFailoverConfig | None:
+        return self._config
+
+    async def start(self) -> None:
+        """Load the stored configuration and make it effective (adapter start-up)."""
+        stored = self.store.load() if self.store is not None else None
+        async with self._lock:
+            log.info("Client failover at start-up: %s.", await self.runtime.apply(stored))
+            self._config = stored
+
+    async def stop(self) -> None:
+        """Adapter shutdown: stop failover (the runtime unregisters); the file stays."""
+        await self.runtime.close()
+
+    def state(self) -> FailoverState:
+        return self.runtime.state()
+
+    # ----------------------------------------------------------------------- reads
+
+    def get(self, config_id: str) -> ClientFailoverConfig:
+        """The configuration with this Id (any casing), else NotFound."""
+        config = self._config
+        if config is None or config.id.lower() != config_id.lower():
+            raise NotFound(
+                f"Client failover configuration '{config_id[:64]}' was not found.",
+                resolution="GET api/v1/configuration/System/ClientFailover lists the one there is.",
+            )
+        return config
+
+    # ----------------------------------------------------------------------- changes
+
+    async def create(self, body: Any) -> ClientFailoverConfig:
+        """POST: add the configuration; 409 if there already is one."""
+        config = parse_config(single_entry(body))
+        async with self._lock:
+            if self._config is not None:
+                raise Conflict(
+                    f"A client failover configuration ('{self._config.id}') already exists; "
+                    "only one is allowed.",
+                    resolution="Use PUT to replace it, or DELETE it first.",
+                )
+            return await self._commit(unmask(config, None))
+
+    async def replace(self, body: Any) -> ClientFailoverConfig:
+        """PUT on the collection: replace the configuration, or create it if there is none."""
+        entry = single_entry(body)
+        async with self._lock:
+            current = self._config
+            config = parse_config(entry, default_id=current.id if current else None)
+            return await self._commit(unmask(config, current))
+
+    async def replace_by_id(self, config_id: str, body: Any) -> ClientFailoverConfig:
+        """PUT on ``{id}``: replace it; 404 if it does not exist."""
+        entry = single_entry(body)
+        async with self._lock:
+            current = self.get(config_id)
+            config = parse_config(entry, default_id=current.id)
+            if config.id.lower() != current.id.lower():
+                raise BadRequest(
+                    f"The body's Id '{config.id[:64]}' differs from the URL's '{config_id[:64]}'.",
+                    parameters={"Id": config.id[:64]},
+                )
+            return await self._commit(unmask(config, current))
+
+    async def patch(self, config_id: str | None, body: Any) -> ClientFailoverConfig:
+        """PATCH: merge the given properties into the configuration (``None``: the one there is)."""
+        async with self._lock:
+            current = self.get(config_id) if config_id is not None else self._only()
+            return await self._commit(merge_patch(current, body))
+
+    async def delete(self, config_id: str | None) -> None:
+        """DELETE: unregister and run without failover. The collection form is idempotent."""
+        async with self._lock:
+            if config_id is not None:
+                self.get(config_id)
+            await self._set(None)
+
+    def _only(self) -> ClientFailoverConfig:
+        if self._config is None:
+            raise NotFound(
+                "There is no client failover configuration.",
+                resolution="Create one with POST or PUT.",
+            )
+        return self._config
+
+    async def _commit(self, config: ClientFailoverConfig) -> ClientFailoverConfig:
+        await self._set(config)
+        return config
+
+    async def _set(self, config: ClientFailoverConfig | None) -> None:
+        """Apply at runtime, then persist; the caller holds the lock."""
+        if config == self._config:
+            return
+        done = await self.runtime.apply(config)
+        self._config = config
+        if self.store is not None:
+            self.store.save(config)
+        if config is None:
+            log.info("Client failover configuration deleted: %s.", done)
+        else:
+            log.info("Client failover configuration %r applied: %s.", config, done)
