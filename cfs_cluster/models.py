@@ -298,6 +298,18 @@ def heartbeat_json(answer: HeartbeatAnswer) -> dict[str, Any]:
     }
 
 
+def heartbeat_payload(answer: HeartbeatAnswer) -> bytes:
+    """``heartbeat_json`` serialized, byte for byte what ``json.dumps`` makes of it, without
+    the encoder's per-call cost on the busiest path (the two strings are .NET-formatted times:
+    digits, '-', ':', '.', 'T' only, nothing to escape)."""
+    return b'{"Role": %d, "LastDataProcessedTime": "%s", "Epoch": %d, "ValidFor": "%s"}' % (
+        int(answer.role),
+        format_datetime(answer.last_data_processed).encode(),
+        answer.epoch,
+        format_timespan(answer.valid_for).encode(),
+    )
+
+
 def override_json(value: RoleOverride, expiry: int | None) -> dict[str, Any]:
     return {
         "Value": int(value),

@@ -425,3 +425,26 @@ class TestNormalizeKeys:
         body = {"id": "g", "Extra": 1}
         normalize_keys(body, KNOWN)
         assert body == {"id": "g", "Extra": 1}
+
+
+@pytest.mark.parametrize(
+    ("role", "ldpt", "epoch", "valid_for"),
+    [
+        (ClientRole.Secondary, 0, 0, 0),
+        (ClientRole.PendingPrimary, 0, 7, 0),
+        (ClientRole.Primary, 638_000_000_000_000_000, 123_456, 99_900_000),
+        (ClientRole.Primary, 638_000_000_000_000_001, 1, 864_000_000_000 - 1),
+    ],
+)
+def test_heartbeat_payload_is_exactly_the_json_of_the_answer(
+    role: ClientRole, ldpt: int, epoch: int, valid_for: int
+) -> None:
+    """The hand-serialized heartbeat answer (the hot path) must equal json.dumps of the dict."""
+    import json
+
+    from cfs_cluster.liveness import HeartbeatAnswer
+    from cfs_cluster.models import heartbeat_json, heartbeat_payload
+
+    answer = HeartbeatAnswer(role, ldpt, epoch, valid_for, 600_000_000)
+    assert heartbeat_payload(answer) == json.dumps(heartbeat_json(answer)).encode()
+    assert json.loads(heartbeat_payload(answer))["Role"] == int(role)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable
 
@@ -20,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..auth import refusal_headers
 from ..errors import CfsError, PayloadTooLarge
 from ..liveness import HeartbeatReport
-from ..models import HeartbeatBody, check_id, heartbeat_json, load_json
+from ..models import HeartbeatBody, check_id, heartbeat_payload, load_json
 from ..node import Node
 from .errors import error_response_parts
 
@@ -97,8 +96,10 @@ class FrontDoor:
         except CfsError as exc:
             await _send_error(send, exc)
             return
-        payload = json.dumps(heartbeat_json(answer)).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
+        payload = heartbeat_payload(answer)
+        # With a content-length the server frames the answer as is, instead of chunking it.
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
 
