@@ -184,9 +184,13 @@ class Cluster:
         raise TimeoutError(f"node {index} never answered /healthz: {self.tail_log(index)}")
 
     def __enter__(self) -> Cluster:
-        for node in self.nodes:
-            node.start()
-        self.wait_ready()
+        try:
+            for node in self.nodes:
+                node.start()
+            self.wait_ready()
+        except BaseException:
+            self.close()  # __exit__ does not run when __enter__ fails: stop what started
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
