@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import re
 import time
@@ -184,20 +183,10 @@ class Membership:
     async def _hand_over_leadership(self, target: str | None = None) -> None:
         if target is not None and target not in self._reachable_peers():
             raise Conflict(f"{target} is not reachable from the leader; choose another member.")
-        deadline = time.monotonic() + TRANSFER_TIMEOUT
-        for attempt in itertools.count():
-            if time.monotonic() >= deadline:
-                break
-            if attempt % 10 == 0 and self._replicator.is_leader():
-                # pysyncobj silently denies a transfer while the target's match index trails
-                # the log (it does under load, or just after the target restarted): ask again.
-                self._replicator.transfer_leadership(target)
-            await asyncio.sleep(0.02)
-            leader = self._replicator.leader_address()
-            moved = leader is not None and leader != self._replicator.self_address
-            if moved and (target is None or leader == target):
-                log.info("Leadership transferred to %s.", leader)
-                return
+        leader = await self._replicator.hand_over_leadership(target, TRANSFER_TIMEOUT)
+        if leader is not None:
+            log.info("Leadership transferred to %s.", leader)
+            return
         raise Unavailable(
             "Leadership did not move in time (the target must be connected and caught up); retry.",
             retry_after=1,

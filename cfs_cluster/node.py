@@ -140,16 +140,8 @@ class Node:
         task.add_done_callback(self._background.discard)
 
     async def _give_up_leadership(self, within: float) -> None:
-        """Ask for a leadership transfer until it happens or ``within`` seconds pass.
-        pysyncobj silently denies one while the target's match index trails the log (under
-        load, or just after the target restarted), so one request is not enough."""
-        deadline = time.monotonic() + within
-        attempt = 0
-        while self.replicator.is_leader() and time.monotonic() < deadline:
-            if attempt % 10 == 0:
-                self.replicator.transfer_leadership()
-            attempt += 1
-            await asyncio.sleep(0.02)
+        if self.replicator.is_leader():
+            await self.replicator.hand_over_leadership(None, within)
 
     def tls_status(self) -> dict[str, Any]:
         return certificate_status(self.settings)

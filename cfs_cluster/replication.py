@@ -275,9 +275,28 @@ class Replicator:
         return [] if self._obj is None else sorted(str(n.id) for n in self._obj.otherNodes)
 
     def transfer_leadership(self, to: str | None = None) -> None:
-        """Ask pysyncobj to hand leadership to ``to`` (or the most caught-up follower)."""
+        """Ask pysyncobj once to hand leadership to ``to`` (or the most caught-up follower)."""
         if self._obj is not None and self._obj._isLeader():
             self._obj.transferLeadership(to)
+
+    async def hand_over_leadership(self, to: str | None, within: float) -> str | None:
+        """Hand leadership over and wait for it to move; the new leader's address, or None
+        if it did not move (to ``to``, when given) within ``within`` seconds.
+
+        pysyncobj silently denies a transfer while the target's match index trails the log
+        (it does under load, or just after the target restarted): ask again every 0.2 s.
+        """
+        deadline = time.monotonic() + within
+        attempt = 0
+        while time.monotonic() < deadline:
+            if attempt % 10 == 0:
+                self.transfer_leadership(to)
+            attempt += 1
+            await asyncio.sleep(0.02)
+            leader = self.leader_address()
+            if leader is not None and leader != self._self_address and to in (None, leader):
+                return leader
+        return None
 
     def leader_connected(self) -> bool:
         """A follower heard its leader within ``min_timeout`` (cheap: checked per request)."""
