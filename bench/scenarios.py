@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cfs_cluster.agent import AgentSettings, ClientRole, FailoverAgent, RoleChange
-from cfs_cluster.wire import TICKS_PER_SECOND, format_timespan
+from cfs_cluster.protocol.wire import TICKS_PER_SECOND, format_timespan
 
 from . import httpload, measure, systems
 from .httpload import Connection, encode

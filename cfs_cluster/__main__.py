@@ -1,3 +1,3 @@
-from .cli import main
+from cfs_cluster.cli.main import main
 
 raise SystemExit(main())

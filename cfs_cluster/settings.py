@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadRequest
+from cfs_cluster.errors import BadRequest
 
 __all__ = ["FailoverSettings", "RaftSettings", "SecuritySettings", "Settings", "parse_address"]
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from cfs_cluster.wire import TICKS_PER_SECOND, parse_timespan
+from cfs_cluster.protocol.wire import TICKS_PER_SECOND, parse_timespan
 
 PRIMARY, SECONDARY, PENDING = 1, 0, 2
 MAX_CONFIRMATIONS = 10  # immediate PendingPrimary confirmations in a row (spec §4.2)

@@ -28,7 +28,7 @@ from clusterkit import free_ports
 
 from cfs_cluster.api.app import create_app
 from cfs_cluster.api.frontdoor import FrontDoor
-from cfs_cluster.node import Node
+from cfs_cluster.cluster.node import Node
 from cfs_cluster.settings import FailoverSettings, RaftSettings, Settings
 
 API = "/api/v1/clientfailover"

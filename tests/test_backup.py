@@ -21,8 +21,9 @@ import httpx
 import pytest
 from clusterkit import Cluster
 
-from cfs_cluster import backup, engine
-from cfs_cluster.cli import main
+from cfs_cluster import engine
+from cfs_cluster.cli.main import main
+from cfs_cluster.ops import backup
 
 ADMIN = ("root", "backup-admin-pw")
 ADAPTER = ("plc1", "plc1-pw")

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from clusterkit import Cluster, free_ports
 
-from cfs_cluster import cli
+from cfs_cluster.cli import main as cli
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to parse docker-compose.yml")
 

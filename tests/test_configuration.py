@@ -15,7 +15,7 @@ import httpx
 import pytest
 from clusterkit import Cluster
 
-from cfs_cluster import config
+from cfs_cluster.engine import configuration as config
 
 pytestmark = pytest.mark.cluster
 

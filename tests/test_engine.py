@@ -36,7 +36,7 @@ from cfs_cluster.engine import (
     evaluate,
     role_of,
 )
-from cfs_cluster.wire import TICKS_PER_SECOND, ClientRole, RoleOverride
+from cfs_cluster.protocol.wire import TICKS_PER_SECOND, ClientRole, RoleOverride
 
 PRIMARY, PENDING, SECONDARY = ClientRole.Primary, ClientRole.PendingPrimary, ClientRole.Secondary
 T = 10.0  # FailoverTimeout of the test group, seconds

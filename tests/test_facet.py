@@ -26,7 +26,7 @@ from cfs_cluster.facet.app import canonical_path, create_app
 from cfs_cluster.facet.model import MASK, format_timeout, parse_config
 from cfs_cluster.facet.runtime import Action, AgentRuntime, FailoverState, format_time, plan
 from cfs_cluster.facet.store import CONFIG_FILE, ConfigStore
-from cfs_cluster.wire import ClientRole
+from cfs_cluster.protocol.wire import ClientRole
 
 CONFIG = "/api/v1/configuration/System/ClientFailover"
 STATE = "/api/v1/diagnostics/FailoverState"
@@ -783,7 +783,7 @@ def test_router_embeds_in_a_bare_app_and_renders_its_own_errors() -> None:
 def test_cli_has_a_facet_command() -> None:
     import argparse
 
-    from cfs_cluster.cli import _facet_parser
+    from cfs_cluster.cli.main import _facet_parser
 
     parser = argparse.ArgumentParser()
     _facet_parser(parser.add_subparsers(dest="command"))

@@ -21,8 +21,9 @@ import pytest
 from clusterkit import Cluster
 from test_security import ADMIN, GROUPS, assert_error, basic, run, settings_for, single_node, until
 
-from cfs_cluster import engine, tokens
-from cfs_cluster.node import Node
+from cfs_cluster import engine
+from cfs_cluster.cluster.node import Node
+from cfs_cluster.security import tokens
 from cfs_cluster.settings import SecuritySettings
 
 DISCOVERY = "/identity/.well-known/openid-configuration"
@@ -376,7 +377,7 @@ def test_key_rotation_keeps_old_tokens_until_they_expire(tmp_path: Path) -> None
 def test_client_credentials_across_a_three_node_cluster(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cfs_cluster.cli import main
+    from cfs_cluster.cli.main import main
 
     env = {"CFS_BOOTSTRAP_ADMIN": f"{ADMIN[0]}:{ADMIN[1]}"}
     with Cluster(tmp_path, size=3, env=env) as cluster:

@@ -15,7 +15,7 @@ import pytest
 from clusterkit import Cluster
 from prometheus_client.parser import text_string_to_metric_families
 
-from cfs_cluster.metrics import reason_category
+from cfs_cluster.ops.metrics import reason_category
 
 pytestmark = pytest.mark.cluster
 

@@ -18,8 +18,8 @@ import pytest
 from clusterkit import Cluster
 from omf_receiver import OmfReceiver
 
-from cfs_cluster import omf
-from cfs_cluster.config import HealthEndpoint
+from cfs_cluster.engine.configuration import HealthEndpoint
+from cfs_cluster.ops import omf
 
 INTERVAL = 60.0
 T0 = 1_700_000_040.0  # a slot boundary for a 60 s interval
@@ -137,7 +137,7 @@ def test_only_the_leader_sends_counts_and_a_leader_change_leaves_no_gap_or_dupli
 
 
 def _seconds(stamp: str) -> float:
-    from cfs_cluster.wire import parse_datetime, unix_from_ticks
+    from cfs_cluster.protocol.wire import parse_datetime, unix_from_ticks
 
     return round(unix_from_ticks(parse_datetime(stamp, "Timestamp")), 3)
 

@@ -21,11 +21,12 @@ import httpx
 import pytest
 from clusterkit import Cluster, free_ports
 
-from cfs_cluster import auth, engine
+from cfs_cluster import engine
 from cfs_cluster.api import create_app
+from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import TooManyRequests
-from cfs_cluster.node import Node
-from cfs_cluster.ratelimit import HeartbeatLimiter
+from cfs_cluster.security import auth
+from cfs_cluster.security.ratelimit import HeartbeatLimiter
 from cfs_cluster.settings import FailoverSettings, SecuritySettings, Settings
 
 ADMIN = ("root", "s3cret-admin")
@@ -417,7 +418,7 @@ def test_three_node_cluster_with_bootstrap_admin(tmp_path: Path) -> None:
 
 
 def test_cli_users_against_the_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cfs_cluster.cli import main
+    from cfs_cluster.cli.main import main
 
     env = {"CFS_BOOTSTRAP_ADMIN": f"{ADMIN[0]}:{ADMIN[1]}"}
     with Cluster(tmp_path, size=3, env=env) as cluster:
@@ -445,7 +446,7 @@ def test_self_signed_certificate_has_the_node_names(tmp_path: Path) -> None:
 
     from cryptography import x509
 
-    from cfs_cluster import tls
+    from cfs_cluster.security import tls
 
     settings = replace(settings_for(tmp_path, tls_self_signed=True), api_host="cfs-a.plant.local")
     pair = tls.certificate_files(settings)

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from cfs_cluster.errors import BadRequest
-from cfs_cluster.wire import (
+from cfs_cluster.protocol.wire import (
     MIN_DATETIME_TEXT,
     TICKS_PER_SECOND,
     ClientRole,
@@ -442,8 +442,8 @@ def test_heartbeat_payload_is_exactly_the_json_of_the_answer(
     """The hand-serialized heartbeat answer (the hot path) must equal json.dumps of the dict."""
     import json
 
-    from cfs_cluster.liveness import HeartbeatAnswer
-    from cfs_cluster.models import heartbeat_json, heartbeat_payload
+    from cfs_cluster.api.models import heartbeat_json, heartbeat_payload
+    from cfs_cluster.cluster.liveness import HeartbeatAnswer
 
     answer = HeartbeatAnswer(role, ldpt, epoch, valid_for, 600_000_000)
     assert heartbeat_payload(answer) == json.dumps(heartbeat_json(answer)).encode()

@@ -29,19 +29,10 @@ from urllib.parse import quote
 
 import httpx
 
-from ..wire import (
-    TICKS_PER_SECOND,
-    ClientRole,
-    format_datetime,
-    format_timespan,
-    parse_timespan,
-    ticks_from_unix,
-    unix_from_ticks,
-)
-from .grant import Grant, RoleAnswer, RoleChange, next_role, parse_role_answer
-from .settings import AgentSettings, default_session_id, default_session_name
-from .tokens import BearerAuth, TokenProvider
-from .transport import (
+from cfs_cluster.agent.grant import Grant, RoleAnswer, RoleChange, next_role, parse_role_answer
+from cfs_cluster.agent.settings import AgentSettings, default_session_id, default_session_name
+from cfs_cluster.agent.tokens import BearerAuth, TokenProvider
+from cfs_cluster.agent.transport import (
     EndpointError,
     EndpointPool,
     NotFound,
@@ -50,6 +41,15 @@ from .transport import (
     Unavailable,
     check,
     session_path,
+)
+from cfs_cluster.protocol.wire import (
+    TICKS_PER_SECOND,
+    ClientRole,
+    format_datetime,
+    format_timespan,
+    parse_timespan,
+    ticks_from_unix,
+    unix_from_ticks,
 )
 
 __all__ = ["FailoverAgent"]

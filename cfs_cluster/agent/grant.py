@@ -13,8 +13,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadRequest
-from ..wire import TICKS_PER_SECOND, ClientRole, parse_datetime, parse_enum, parse_timespan
+from cfs_cluster.errors import BadRequest
+from cfs_cluster.protocol.wire import (
+    TICKS_PER_SECOND,
+    ClientRole,
+    parse_datetime,
+    parse_enum,
+    parse_timespan,
+)
 
 __all__ = ["Grant", "RoleAnswer", "RoleChange", "next_role", "parse_role_answer"]
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .transport import EndpointError, Refused, Unreachable
+from cfs_cluster.agent.transport import EndpointError, Refused, Unreachable
 
 __all__ = ["BearerAuth", "TokenProvider", "discovery_url"]
 

@@ -10,12 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp
 
-from .. import __version__
-from ..errors import CfsError
-from ..forwarding import RELAY_PATH
-from ..node import Node
-from ..tokens import TokenService
-from . import (
+from cfs_cluster import __version__
+from cfs_cluster.api import (
     backup,
     clientfailover,
     clients,
@@ -25,8 +21,12 @@ from . import (
     observability,
     users,
 )
-from .errors import install_error_handlers, render
-from .frontdoor import FrontDoor
+from cfs_cluster.api.errors import install_error_handlers, render
+from cfs_cluster.api.frontdoor import FrontDoor
+from cfs_cluster.cluster.node import Node
+from cfs_cluster.cluster.relay import RELAY_PATH
+from cfs_cluster.errors import CfsError
+from cfs_cluster.security.tokens import TokenService
 
 __all__ = ["create_app"]
 

@@ -10,10 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from .. import __version__, engine
-from ..errors import BadRequest, NotFound, Unavailable
-from ..liveness import HeartbeatReport
-from ..models import (
+from cfs_cluster import __version__, engine
+from cfs_cluster.api.models import (
     ClientSessionConfiguration,
     ErrorResponse,
     GroupConfig,
@@ -32,9 +30,11 @@ from ..models import (
     session_json,
     status_json,
 )
-from ..node import Node
-from ..wire import ClientRole, format_datetime, parse_enum, ticks_from_unix
-from .requests import node_of, request_id
+from cfs_cluster.api.requests import node_of, request_id
+from cfs_cluster.cluster.liveness import HeartbeatReport
+from cfs_cluster.cluster.node import Node
+from cfs_cluster.errors import BadRequest, NotFound, Unavailable
+from cfs_cluster.protocol.wire import ClientRole, format_datetime, parse_enum, ticks_from_unix
 
 __all__ = ["router"]
 

@@ -10,12 +10,18 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..errors import BadRequest, CfsError, NotFound, Unavailable
-from ..forwarding import FORWARDED_HEADER, RELAY_HEADER, RELAY_PATH, decode_report, encode_answer
-from ..membership import HANDED_OVER, MemberChange
-from ..models import load_json
-from ..node import Node
-from .requests import node_of
+from cfs_cluster.api.models import load_json
+from cfs_cluster.api.requests import node_of
+from cfs_cluster.cluster.membership import HANDED_OVER, MemberChange
+from cfs_cluster.cluster.node import Node
+from cfs_cluster.cluster.relay import (
+    FORWARDED_HEADER,
+    RELAY_HEADER,
+    RELAY_PATH,
+    decode_report,
+    encode_answer,
+)
+from cfs_cluster.errors import BadRequest, CfsError, NotFound, Unavailable
 
 __all__ = ["router"]
 

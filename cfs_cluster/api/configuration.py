@@ -13,12 +13,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from .. import config, engine
-from ..errors import BadRequest, NotFound
-from ..logs import current_level
-from ..models import ErrorResponse, load_json
-from ..node import Node
-from .requests import node_of, request_id
+from cfs_cluster import engine
+from cfs_cluster.api.models import ErrorResponse, load_json
+from cfs_cluster.api.requests import node_of, request_id
+from cfs_cluster.cluster.node import Node
+from cfs_cluster.engine import configuration as config
+from cfs_cluster.errors import BadRequest, NotFound
+from cfs_cluster.ops.logs import current_level
 
 __all__ = ["router"]
 

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from ..errors import BadRequest, CfsError, MethodNotAllowed, NotFound
+from cfs_cluster.errors import BadRequest, CfsError, MethodNotAllowed, NotFound
 
 __all__ = ["error_response_parts", "install_error_handlers"]
 

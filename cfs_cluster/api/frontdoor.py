@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..auth import refusal_headers
-from ..errors import CfsError, PayloadTooLarge
-from ..liveness import HeartbeatReport
-from ..models import HeartbeatBody, check_id, heartbeat_payload, load_json
-from ..node import Node
-from .errors import error_response_parts
+from cfs_cluster.api.errors import error_response_parts
+from cfs_cluster.api.models import HeartbeatBody, check_id, heartbeat_payload, load_json
+from cfs_cluster.cluster.liveness import HeartbeatReport
+from cfs_cluster.cluster.node import Node
+from cfs_cluster.errors import CfsError, PayloadTooLarge
+from cfs_cluster.security.auth import refusal_headers
 
 __all__ = ["FrontDoor"]
 

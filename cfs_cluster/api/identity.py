@@ -23,13 +23,13 @@ from urllib.parse import parse_qs, unquote_plus
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .. import engine
-from ..auth import verify_known
-from ..errors import CfsError, TooManyRequests
-from ..models import ErrorResponse
-from ..node import Node
-from ..tokens import TokenService, new_signing_key
-from .requests import node_of
+from cfs_cluster import engine
+from cfs_cluster.api.models import ErrorResponse
+from cfs_cluster.api.requests import node_of
+from cfs_cluster.cluster.node import Node
+from cfs_cluster.errors import CfsError, TooManyRequests
+from cfs_cluster.security.auth import verify_known
+from cfs_cluster.security.tokens import TokenService, new_signing_key
 
 __all__ = ["OAuthError", "admin_router", "router"]
 

@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import Request
 
-from ..node import Node
+from cfs_cluster.cluster.node import Node
 
 __all__ = ["node_of", "request_id"]
 

@@ -13,12 +13,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from .. import engine
-from ..auth import check_password, check_user_name, hash_password, parse_role
-from ..errors import BadRequest, NotFound
-from ..models import ErrorResponse, load_json
-from ..node import Node
-from .requests import node_of
+from cfs_cluster import engine
+from cfs_cluster.api.models import ErrorResponse, load_json
+from cfs_cluster.api.requests import node_of
+from cfs_cluster.cluster.node import Node
+from cfs_cluster.errors import BadRequest, NotFound
+from cfs_cluster.security.auth import check_password, check_user_name, hash_password, parse_role
 
 __all__ = ["router"]
 

@@ -16,13 +16,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import __version__
-from ..api.errors import install_error_handlers, render
-from ..errors import CfsError
-from .router import CONFIGURATION_PATH, STATE_PATH, create_router
-from .runtime import AgentRuntime, FailoverRuntime, default_session_id
-from .service import ClientFailoverFacet
-from .store import ConfigStore
+from cfs_cluster import __version__
+from cfs_cluster.api.errors import install_error_handlers, render
+from cfs_cluster.errors import CfsError
+from cfs_cluster.facet.router import CONFIGURATION_PATH, STATE_PATH, create_router
+from cfs_cluster.facet.runtime import AgentRuntime, FailoverRuntime, default_session_id
+from cfs_cluster.facet.service import ClientFailoverFacet
+from cfs_cluster.facet.store import ConfigStore
 
 __all__ = ["DEFAULT_PORT", "CanonicalPaths", "create_app", "facet_command"]
 
@@ -101,7 +101,7 @@ def facet_command(args: argparse.Namespace) -> int:
     """``cfs facet``: serve the facet until Ctrl-C."""
     import uvicorn
 
-    from ..logs import setup_logging
+    from cfs_cluster.ops.logs import setup_logging
 
     setup_logging(args.log_level)
     app = create_app(Path(args.data_dir))

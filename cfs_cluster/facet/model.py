@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import BadRequest
-from ..wire import TICKS_PER_SECOND, parse_timespan
+from cfs_cluster.errors import BadRequest
+from cfs_cluster.protocol.wire import TICKS_PER_SECOND, parse_timespan
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -19,11 +19,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
-from ..api.errors import render
-from ..errors import CfsError, PayloadTooLarge
-from ..models import ErrorResponse, load_json
-from .model import MODES
-from .service import ClientFailoverFacet
+from cfs_cluster.api.errors import render
+from cfs_cluster.api.models import ErrorResponse, load_json
+from cfs_cluster.errors import CfsError, PayloadTooLarge
+from cfs_cluster.facet.model import MODES
+from cfs_cluster.facet.service import ClientFailoverFacet
 
 __all__ = ["CONFIGURATION_PATH", "MAX_BODY_BYTES", "STATE_PATH", "create_router"]
 

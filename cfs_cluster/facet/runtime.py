@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import BadRequest
-from ..wire import MIN_DATETIME_TEXT, ClientRole, format_datetime
-from .model import ClientFailoverConfig
+from cfs_cluster.errors import BadRequest
+from cfs_cluster.facet.model import ClientFailoverConfig
+from cfs_cluster.protocol.wire import MIN_DATETIME_TEXT, ClientRole, format_datetime
 
 if TYPE_CHECKING:
-    from ..agent import AgentSettings, RoleChange
+    from cfs_cluster.agent import AgentSettings, RoleChange
 
 __all__ = [
     "Action",
@@ -171,7 +171,7 @@ RoleCallback = Callable[["RoleChange"], Awaitable[None] | None]
 
 def agent_settings(config: ClientFailoverConfig, session_id: str) -> AgentSettings:
     """The agent's settings for ``config``; imported lazily so the facet loads without it."""
-    from ..agent import AgentSettings
+    from cfs_cluster.agent import AgentSettings
 
     try:
         return AgentSettings(
@@ -232,7 +232,7 @@ class AgentRuntime:
         return self._agent
 
     def _real_agent(self, config: ClientFailoverConfig, session_id: str) -> RunningAgent:
-        from ..agent import FailoverAgent
+        from cfs_cluster.agent import FailoverAgent
 
         settings = agent_settings(config, session_id)
         agent: RunningAgent = FailoverAgent(

@@ -11,10 +11,16 @@ import asyncio
 import logging
 from typing import Any
 
-from ..errors import BadRequest, Conflict, NotFound
-from .model import ClientFailoverConfig, merge_patch, parse_config, single_entry, unmask
-from .runtime import FailoverRuntime, FailoverState
-from .store import ConfigStore
+from cfs_cluster.errors import BadRequest, Conflict, NotFound
+from cfs_cluster.facet.model import (
+    ClientFailoverConfig,
+    merge_patch,
+    parse_config,
+    single_entry,
+    unmask,
+)
+from cfs_cluster.facet.runtime import FailoverRuntime, FailoverState
+from cfs_cluster.facet.store import ConfigStore
 
 __all__ = ["ClientFailoverFacet"]
 

@@ -14,8 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import BadRequest, CfsError
-from .model import ClientFailoverConfig, parse_config, single_entry
+from cfs_cluster.errors import BadRequest, CfsError
+from cfs_cluster.facet.model import ClientFailoverConfig, parse_config, single_entry
 
 __all__ = ["CONFIG_FILE", "SESSION_FILE", "ConfigStore"]
 

@@ -37,10 +37,10 @@ from typing import Any
 
 import httpx
 
-from . import __version__, engine
-from .adminclient import connect, reason
-from .errors import BadRequest
-from .settings import DEFAULT_RAFT_PORT, parse_address
+from cfs_cluster import __version__, engine
+from cfs_cluster.cli.client import connect, reason
+from cfs_cluster.errors import BadRequest
+from cfs_cluster.settings import DEFAULT_RAFT_PORT, parse_address
 
 __all__ = [
     "BACKUP_PATH",

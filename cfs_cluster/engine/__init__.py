@@ -40,9 +40,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from .config import GlobalConfig, HealthEndpoint
-from .upgradable import Upgradable
-from .wire import TICKS_PER_SECOND, ClientRole, RoleOverride
+from cfs_cluster.engine.configuration import GlobalConfig, HealthEndpoint
+from cfs_cluster.engine.upgradable import Upgradable
+from cfs_cluster.protocol.wire import TICKS_PER_SECOND, ClientRole, RoleOverride
 
 __all__ = [
     "ClusterState",

@@ -48,9 +48,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .config import HealthEndpoint
-from .metrics import Metrics
-from .wire import format_datetime, ticks_from_unix
+from cfs_cluster.engine.configuration import HealthEndpoint
+from cfs_cluster.ops.metrics import Metrics
+from cfs_cluster.protocol.wire import format_datetime, ticks_from_unix
 
 __all__ = [
     "DeviceStatus",

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import TooManyRequests
+from cfs_cluster.errors import TooManyRequests
 
 __all__ = ["HeartbeatLimiter"]
 

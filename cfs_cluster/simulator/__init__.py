@@ -36,9 +36,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .agent import AgentSettings, ClientRole, FailoverAgent, HotBuffer, RoleChange
-from .errors import BadRequest
-from .wire import TICKS_PER_SECOND, format_timespan, parse_timespan
+from cfs_cluster.agent import AgentSettings, ClientRole, FailoverAgent, HotBuffer, RoleChange
+from cfs_cluster.errors import BadRequest
+from cfs_cluster.protocol.wire import TICKS_PER_SECOND, format_timespan, parse_timespan
 
 __all__ = [
     "Continuity",

@@ -10,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-from .clustercli import add_cluster_parser, cluster_command
-from .errors import BadRequest
-from .identitycli import add_identity_parsers, identity_command
-from .settings import (
+from cfs_cluster.cli.cluster import add_cluster_parser, cluster_command
+from cfs_cluster.cli.identity import add_identity_parsers, identity_command
+from cfs_cluster.cli.users import add_users_parser, users_command
+from cfs_cluster.errors import BadRequest
+from cfs_cluster.settings import (
     DEFAULT_API_PORT,
     DEFAULT_RAFT_PORT,
     FailoverSettings,
@@ -22,7 +23,6 @@ from .settings import (
     Settings,
     parse_address,
 )
-from .usercli import add_users_parser, users_command
 
 __all__ = ["main"]
 
@@ -237,9 +237,9 @@ def build_settings(args: argparse.Namespace) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .logs import setup_logging
-    from .node import Node
-    from .server import run
+    from cfs_cluster.api.server import run
+    from cfs_cluster.cluster.node import Node
+    from cfs_cluster.ops.logs import setup_logging
 
     settings = build_settings(args)
     setup_logging(settings.log_level, args.log_format)
@@ -248,7 +248,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _tls_files(settings: Settings) -> tuple[Path, Path] | None:
-    from .tls import certificate_files
+    from cfs_cluster.security.tls import certificate_files
 
     return certificate_files(settings)
 
@@ -297,8 +297,8 @@ def dev_cluster(args: argparse.Namespace) -> int:
 
 def _backup_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`cfs backup` and `cfs restore` (backup.py; docs/operations.md, disaster recovery)."""
-    from .adminclient import add_connection_arguments
-    from .backup import add_backup_arguments
+    from cfs_cluster.cli.client import add_connection_arguments
+    from cfs_cluster.ops.backup import add_backup_arguments
 
     backup = sub.add_parser("backup", help="download a backup of the replicated state (admins)")
     add_connection_arguments(backup)
@@ -332,7 +332,7 @@ def _facet_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`cfs simulate`: emulated adapters measuring data continuity (simulator.py)."""
-    from .simulator import add_simulate_arguments
+    from cfs_cluster.simulator import add_simulate_arguments
 
     p = sub.add_parser("simulate", help="emulated adapters measuring gaps and duplicates")
     add_simulate_arguments(p)
@@ -360,15 +360,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cluster":
             return cluster_command(args)
         if args.command in ("backup", "restore"):
-            from .backup import backup_command, restore_command
+            from cfs_cluster.ops.backup import backup_command, restore_command
 
             return (backup_command if args.command == "backup" else restore_command)(args)
         if args.command == "facet":
-            from .facet.app import facet_command
+            from cfs_cluster.facet.app import facet_command
 
             return facet_command(args)
         if args.command == "simulate":
-            from .simulator import simulate_command
+            from cfs_cluster.simulator import simulate_command
 
             return simulate_command(args)
         if args.command == "serve":

@@ -9,19 +9,21 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
-from . import config, engine, tls
-from .auth import Authenticator, hash_password
-from .errors import CfsError, Conflict, NotFound, Unavailable
-from .forwarding import Relay, relay_token
-from .liveness import Coordinator, HeartbeatAnswer, HeartbeatReport
-from .logs import LEVELS, set_level
-from .membership import Membership
-from .metrics import Metrics, MetricsSource
-from .omf import HealthEgress, HealthSource
-from .ratelimit import HeartbeatLimiter
-from .replication import Replicator
-from .settings import Settings
-from .tls import certificate_status
+from cfs_cluster import engine
+from cfs_cluster.cluster.liveness import Coordinator, HeartbeatAnswer, HeartbeatReport
+from cfs_cluster.cluster.membership import Membership
+from cfs_cluster.cluster.relay import Relay, relay_token
+from cfs_cluster.cluster.replication import Replicator
+from cfs_cluster.engine import configuration as config
+from cfs_cluster.errors import CfsError, Conflict, NotFound, Unavailable
+from cfs_cluster.ops.logs import LEVELS, set_level
+from cfs_cluster.ops.metrics import Metrics, MetricsSource
+from cfs_cluster.ops.omf import HealthEgress, HealthSource
+from cfs_cluster.security import tls
+from cfs_cluster.security.auth import Authenticator, hash_password
+from cfs_cluster.security.ratelimit import HeartbeatLimiter
+from cfs_cluster.security.tls import certificate_status
+from cfs_cluster.settings import Settings
 
 __all__ = ["Node"]
 

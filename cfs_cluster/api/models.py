@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from . import engine
-from .errors import BadRequest
-from .liveness import HeartbeatAnswer
-from .wire import (
+from cfs_cluster import engine
+from cfs_cluster.cluster.liveness import HeartbeatAnswer
+from cfs_cluster.errors import BadRequest
+from cfs_cluster.protocol.wire import (
     TICKS_PER_SECOND,
     ClientRole,
     RoleOverride,

@@ -19,11 +19,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import engine
-from .errors import CfsError, NotFound, Unavailable
-from .replication import Replicator
-from .settings import FailoverSettings, RaftSettings
-from .wire import TICKS_PER_SECOND, ClientRole, ticks_from_unix
+from cfs_cluster import engine
+from cfs_cluster.cluster.replication import Replicator
+from cfs_cluster.errors import CfsError, NotFound, Unavailable
+from cfs_cluster.protocol.wire import TICKS_PER_SECOND, ClientRole, ticks_from_unix
+from cfs_cluster.settings import FailoverSettings, RaftSettings
 
 __all__ = ["Coordinator", "HeartbeatAnswer", "HeartbeatReport"]
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 
-from .errors import CfsError, NotFound, TooManyRequests, Unavailable
-from .liveness import HeartbeatAnswer, HeartbeatReport
-from .replication import Replicator
-from .tls import trust_context
-from .wire import ClientRole
+from cfs_cluster.cluster.liveness import HeartbeatAnswer, HeartbeatReport
+from cfs_cluster.cluster.replication import Replicator
+from cfs_cluster.errors import CfsError, NotFound, TooManyRequests, Unavailable
+from cfs_cluster.protocol.wire import ClientRole
+from cfs_cluster.security.tls import trust_context
 
 __all__ = ["FORWARDED_HEADER", "RELAY_HEADER", "Relay", "relay_token"]
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .settings import Settings
+from cfs_cluster.settings import Settings
 
 __all__ = [
     "certificate_files",

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from enum import IntEnum
 from typing import Any, TypeVar
 
-from .errors import BadRequest
+from cfs_cluster.errors import BadRequest
 
 __all__ = [
     "MIN_DATETIME_TEXT",

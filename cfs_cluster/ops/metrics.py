@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import engine
-from .wire import RoleOverride, unix_from_ticks
+from cfs_cluster import engine
+from cfs_cluster.protocol.wire import RoleOverride, unix_from_ticks
 
 __all__ = ["AUTH_FAILURE_REASONS", "CONTENT_TYPE", "Metrics", "MetricsSource", "reason_category"]
 

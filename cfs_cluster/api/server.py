@@ -27,10 +27,10 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .api import create_app
-from .api.errors import error_response_parts
-from .errors import HeadersTooLarge
-from .node import Node
+from cfs_cluster.api import create_app
+from cfs_cluster.api.errors import error_response_parts
+from cfs_cluster.cluster.node import Node
+from cfs_cluster.errors import HeadersTooLarge
 
 __all__ = ["DrainingServer", "GuardedHttpProtocol", "run"]
 

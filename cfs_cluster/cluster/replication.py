@@ -21,9 +21,9 @@ from typing import Any
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.config import FAIL_REASON
 
-from . import engine
-from .errors import Conflict, Unavailable
-from .settings import RaftSettings
+from cfs_cluster import engine
+from cfs_cluster.errors import Conflict, Unavailable
+from cfs_cluster.settings import RaftSettings
 
 __all__ = ["MemberStatus", "Replicator"]
 

@@ -30,11 +30,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import engine
-from .errors import BadRequest, CfsError, TooManyRequests
-from .forwarding import RELAY_PATH
-from .settings import SecuritySettings
-from .tokens import InvalidToken, Principal, TokenService
+from cfs_cluster import engine
+from cfs_cluster.cluster.relay import RELAY_PATH
+from cfs_cluster.errors import BadRequest, CfsError, TooManyRequests
+from cfs_cluster.security.tokens import InvalidToken, Principal, TokenService
+from cfs_cluster.settings import SecuritySettings
 
 __all__ = [
     "ADMINISTRATORS",

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import BadRequest
-from .upgradable import Upgradable
-from .wire import normalize_keys
+from cfs_cluster.engine.upgradable import Upgradable
+from cfs_cluster.errors import BadRequest
+from cfs_cluster.protocol.wire import normalize_keys
 
 __all__ = [
     "DEFAULT_LOG_LEVEL",

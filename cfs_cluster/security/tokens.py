@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import engine
-from .errors import CfsError
+from cfs_cluster import engine
+from cfs_cluster.errors import CfsError
 
 __all__ = ["InvalidToken", "Principal", "TokenService", "new_signing_key"]
 

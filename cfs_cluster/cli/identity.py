@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from .adminclient import add_connection_arguments, connect, reason
+from cfs_cluster.cli.client import add_connection_arguments, connect, reason
 
 __all__ = ["add_identity_parsers", "identity_command"]
 

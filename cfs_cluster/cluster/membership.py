@@ -24,10 +24,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from . import engine
-from .errors import BadRequest, Conflict, NotFound, Unavailable
-from .replication import Replicator
-from .settings import RaftSettings
+from cfs_cluster import engine
+from cfs_cluster.cluster.replication import Replicator
+from cfs_cluster.errors import BadRequest, Conflict, NotFound, Unavailable
+from cfs_cluster.settings import RaftSettings
 
 __all__ = ["HANDED_OVER", "MemberChange", "Membership", "parse_raft_address"]
 

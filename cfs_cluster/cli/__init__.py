@@ -1,0 +1,1 @@
+"""The `cfs` command: `main` parses arguments and every subcommand calls the library."""

@@ -1,0 +1,1 @@
+"""The replicated node: Raft replication, leader-local liveness, the relay, membership, Node."""

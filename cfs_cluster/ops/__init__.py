@@ -1,0 +1,1 @@
+"""Operating a node: OMF health egress, Prometheus metrics, logging, backup format."""

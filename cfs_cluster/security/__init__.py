@@ -1,0 +1,1 @@
+"""Who may do what: users and roles, OAuth tokens, TLS certificates, heartbeat rate limits."""
