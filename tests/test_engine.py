@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from cfs_cluster import engine
 from cfs_cluster.engine import (
     ClusterState,
     Code,
@@ -33,7 +32,9 @@ from cfs_cluster.engine import (
     SaveCheckpoint,
     SetOverride,
     apply,
+    dispatch,
     evaluate,
+    failover,
     role_of,
 )
 from cfs_cluster.protocol.wire import TICKS_PER_SECOND, ClientRole, RoleOverride
@@ -997,7 +998,7 @@ class TestRequestIdDedup:
     def test_oldest_request_ids_are_forgotten_beyond_the_limit(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(engine, "MAX_REMEMBERED_REQUESTS", 3)
+        monkeypatch.setattr(dispatch, "MAX_REMEMBERED_REQUESTS", 3)
         state = ClusterState()
         for i in range(4):
             apply(state, RegisterMember(f"m{i}", f"n{i}", "r", "a"))
@@ -1110,7 +1111,7 @@ class TestEvents:
         assert event.scores == {"A": 50, "B": 80}
 
     def test_history_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(engine, "MAX_EVENTS_PER_GROUP", 3)
+        monkeypatch.setattr(failover, "MAX_EVENTS_PER_GROUP", 3)
         leader = Leader()
         leader.register("A")
         for i in range(5):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from cfs_cluster.engine.commands import Code, Command, Handler, Result
 from cfs_cluster.engine.upgradable import Upgradable
 from cfs_cluster.errors import BadRequest
 from cfs_cluster.protocol.wire import normalize_keys
@@ -264,3 +265,95 @@ def _url(value: Any, name: str, *, required: bool) -> str | None:
 def _pair(first: str | None, second: str | None, a: str, b: str) -> None:
     if (first is None) != (second is None):
         raise BadRequest(f"{a} and {b} go together: give both or neither.")
+
+
+if TYPE_CHECKING:
+    from cfs_cluster.engine.state import ClusterState
+
+
+# The commands: values arrive validated (the parsers above), so these handlers only store them.
+
+
+@dataclass(frozen=True)
+class SetConfiguration(Command):
+    """PUT /configuration: a None section stays unchanged."""
+
+    log_level: str | None = None
+    health_endpoints: tuple[HealthEndpoint, ...] | None = None
+
+
+@dataclass(frozen=True)
+class AddHealthEndpoints(Command):
+    """POST: adds all or nothing; refused if any Id exists (ids compare case-insensitively)."""
+
+    endpoints: tuple[HealthEndpoint, ...]
+
+
+@dataclass(frozen=True)
+class UpdateHealthEndpoint(Command):
+    endpoint: HealthEndpoint
+
+
+@dataclass(frozen=True)
+class DeleteHealthEndpoint(Command):
+    endpoint_id: str
+
+
+def _config(state: ClusterState) -> GlobalConfig:
+    # getattr: a snapshot written before the configuration existed unpickles without it.
+    config = getattr(state, "config", None)
+    return config if isinstance(config, GlobalConfig) else GlobalConfig()
+
+
+def _set_configuration(state: ClusterState, cmd: SetConfiguration) -> Result:
+    config = _config(state)
+    if cmd.log_level is not None:
+        config = replace(config, log_level=cmd.log_level)
+    if cmd.health_endpoints is not None:
+        config = replace(config, health_endpoints=tuple(cmd.health_endpoints))
+    state.config = config
+    return Result(Code.OK)
+
+
+def _add_health_endpoints(state: ClusterState, cmd: AddHealthEndpoints) -> Result:
+    config = _config(state)
+    existing = {e.id.lower() for e in config.health_endpoints}
+    clash = [e.id for e in cmd.endpoints if e.id.lower() in existing]
+    if clash:
+        return Result(Code.CONFLICT, f"Health endpoint(s) already exist: {', '.join(clash)}.")
+    state.config = replace(config, health_endpoints=(*config.health_endpoints, *cmd.endpoints))
+    return Result(Code.CREATED)
+
+
+def _update_health_endpoint(state: ClusterState, cmd: UpdateHealthEndpoint) -> Result:
+    config = _config(state)
+    wanted = cmd.endpoint.id.lower()
+    if not any(e.id.lower() == wanted for e in config.health_endpoints):
+        return Result(
+            Code.ENDPOINT_NOT_FOUND, f"Health endpoint '{cmd.endpoint.id}' was not found."
+        )
+    endpoints = tuple(
+        cmd.endpoint if e.id.lower() == wanted else e for e in config.health_endpoints
+    )
+    state.config = replace(config, health_endpoints=endpoints)
+    return Result(Code.OK)
+
+
+def _delete_health_endpoint(state: ClusterState, cmd: DeleteHealthEndpoint) -> Result:
+    config = _config(state)
+    wanted = cmd.endpoint_id.lower()
+    kept = tuple(e for e in config.health_endpoints if e.id.lower() != wanted)
+    if len(kept) == len(config.health_endpoints):
+        return Result(
+            Code.ENDPOINT_NOT_FOUND, f"Health endpoint '{cmd.endpoint_id}' was not found."
+        )
+    state.config = replace(config, health_endpoints=kept)
+    return Result(Code.DELETED)
+
+
+HANDLERS: Mapping[type[Command], Handler] = {
+    SetConfiguration: _set_configuration,
+    AddHealthEndpoints: _add_health_endpoints,
+    UpdateHealthEndpoint: _update_health_endpoint,
+    DeleteHealthEndpoint: _delete_health_endpoint,
+}

@@ -1,0 +1,50 @@
+"""``apply``: the one entry point that changes the replicated state, and its handler table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cfs_cluster.engine import accounts, configuration, failover, members
+from cfs_cluster.engine.commands import Code, Command, Handler, Result
+from cfs_cluster.engine.failover import Decide, SaveCheckpoint
+from cfs_cluster.engine.members import OpenTerm
+from cfs_cluster.engine.state import ClusterState
+
+# Applied request ids kept for deduplication; retries come within seconds, this covers hours.
+MAX_REMEMBERED_REQUESTS = 50_000
+
+HANDLERS: Mapping[type[Command], Handler] = {
+    **failover.HANDLERS,
+    **members.HANDLERS,
+    **accounts.HANDLERS,
+    **configuration.HANDLERS,
+}
+
+
+def apply(state: ClusterState, command: Command) -> Result:
+    """Apply one committed command. Total: any unexpected failure becomes an INVALID result."""
+    # Fix: this lookup ran outside any guard, so a log entry that is not a Command (no
+    # request_id) or has an unhashable request_id raised AttributeError/TypeError here.
+    try:
+        earlier = state.applied.get(command.request_id)
+    except Exception as exc:
+        return Result(Code.INVALID, f"not a command: {type(exc).__name__}: {exc}")
+    if earlier is not None:
+        return earlier
+    handler = HANDLERS.get(type(command))
+    if handler is None:
+        result = Result(Code.INVALID, f"unknown command {type(command).__name__}")
+    else:
+        try:
+            result = handler(state, command)
+        except Exception as exc:  # an exception here would wedge every replica
+            result = Result(Code.INVALID, f"{type(exc).__name__}: {exc}")
+    if not isinstance(command, SaveCheckpoint | Decide | OpenTerm):
+        _remember(state, command.request_id, result)
+    return result
+
+
+def _remember(state: ClusterState, request_id: str, result: Result) -> None:
+    state.applied[request_id] = result
+    while len(state.applied) > MAX_REMEMBERED_REQUESTS:
+        state.applied.popitem(last=False)
