@@ -20,6 +20,7 @@ from omf_receiver import OmfReceiver
 
 from cfs_cluster.engine.configuration import HealthEndpoint
 from cfs_cluster.ops import omf
+from cfs_cluster.ops.omf import messages
 
 INTERVAL = 60.0
 T0 = 1_700_000_040.0  # a slot boundary for a 60 s interval
@@ -104,7 +105,7 @@ def test_setup_then_data_is_accepted_in_order(receiver: OmfReceiver, tmp_path: P
         names.object_count,
     ):
         assert json.dumps({"containerid": container}) in targets
-    assert receiver.store.static[omf.T_ROOT] == {"ClientFailoverServices"}
+    assert receiver.store.static[messages.T_ROOT] == {"ClientFailoverServices"}
 
 
 def test_only_the_leader_sends_counts_and_a_leader_change_leaves_no_gap_or_duplicate(
@@ -179,8 +180,8 @@ def test_type_conflict_logs_the_remedy_and_data_still_flows(
     receiver: OmfReceiver, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # An older release defined the type differently: PI Web API answers 409 (spec §6.4).
-    old = dict(omf.TYPES[3], description="old definition")
-    receiver.store.types = {t["id"]: (old if t["id"] == old["id"] else t) for t in omf.TYPES}
+    old = dict(messages.TYPES[3], description="old definition")
+    receiver.store.types = {t["id"]: (old if t["id"] == old["id"] else t) for t in messages.TYPES}
     node = FakeNode("n1", (_endpoint(receiver),))
     with caplog.at_level(logging.ERROR, logger="cfs.omf"):
         _run(node.egress(tmp_path))
@@ -213,7 +214,7 @@ def test_large_bodies_are_split_below_192_kb(receiver: OmfReceiver, tmp_path: Pa
         ),
     )
     parts = omf.split_message(big)
-    assert len(parts) > 1 and all(len(p.encode()) <= omf.MAX_BODY_BYTES for p in parts)
+    assert len(parts) > 1 and all(len(p.encode()) <= messages.MAX_BODY_BYTES for p in parts)
     assert sum(len(p.body) for p in parts) == 4000
     node = FakeNode("n1", (_endpoint(receiver),))
     egress = node.egress(tmp_path)
