@@ -1,4 +1,4 @@
-"""`cfs simulate` (cfs_cluster/simulator.py): continuity figures per failover mode.
+"""`cfs simulate` (cfs_cluster/simulator/): continuity figures per failover mode.
 
 The pure figures (gaps, duplicates, failover counting) are tested on their own; then every mode
 runs side by side against one real 3-node cluster (T = 3 s, each group's primary crashed 4 s into
@@ -23,7 +23,7 @@ from clusterkit import Cluster
 
 from cfs_cluster.agent import ClientRole
 from cfs_cluster.simulator import (
-    RoleEvent,
+    AdapterRoleChange,
     SimulationSettings,
     continuity,
     format_report,
@@ -56,14 +56,14 @@ class TestFigures:
         assert spread([1.0, 3.0, 2.0]) == {"median": 2.0, "max": 3.0}
 
     def test_a_crash_then_a_promotion_elsewhere_is_one_failover(self) -> None:
-        events = [RoleEvent(17.5, "b", SECONDARY, PRIMARY, "heartbeat answered Primary")]
+        events = [AdapterRoleChange(17.5, "b", SECONDARY, PRIMARY, "heartbeat answered Primary")]
         figures = takeovers(events, primary_at_start="a", crashed="a", crashed_at=10.0)
         assert (figures.failovers, figures.demotions, figures.takeover_seconds) == (1, 0, 7.5)
 
     def test_a_lapse_and_regrant_of_the_same_adapter_is_a_demotion_not_a_failover(self) -> None:
         events = [
-            RoleEvent(6.0, "a", SECONDARY, PRIMARY, "heartbeat answered Primary"),
-            RoleEvent(5.0, "a", PRIMARY, SECONDARY, "Primary grant lapsed without renewal"),
+            AdapterRoleChange(6.0, "a", SECONDARY, PRIMARY, "heartbeat answered Primary"),
+            AdapterRoleChange(5.0, "a", PRIMARY, SECONDARY, "Primary grant lapsed without renewal"),
         ]
         figures = takeovers(events, primary_at_start="a")
         assert (figures.failovers, figures.demotions, figures.takeover_seconds) == (0, 1, None)

@@ -331,8 +331,8 @@ def _facet_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`cfs simulate`: emulated adapters measuring data continuity (simulator.py)."""
-    from cfs_cluster.simulator import add_simulate_arguments
+    """`cfs simulate`: emulated adapters measuring data continuity (cfs_cluster.simulator)."""
+    from cfs_cluster.cli.simulate import add_simulate_arguments
 
     p = sub.add_parser("simulate", help="emulated adapters measuring gaps and duplicates")
     add_simulate_arguments(p)
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return facet_command(args)
         if args.command == "simulate":
-            from cfs_cluster.simulator import simulate_command
+            from cfs_cluster.cli.simulate import simulate_command
 
             return simulate_command(args)
         if args.command == "serve":
