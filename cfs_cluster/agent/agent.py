@@ -24,45 +24,45 @@ import datetime as dt
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
-from urllib.parse import quote
+from enum import StrEnum
 
 import httpx
 
-from cfs_cluster.agent.grant import Grant, RoleAnswer, RoleChange, next_role, parse_role_answer
-from cfs_cluster.agent.settings import AgentSettings, default_session_id, default_session_name
-from cfs_cluster.agent.tokens import BearerAuth, TokenProvider
+from cfs_cluster.agent.grant import Grant, RoleAnswer, RoleChange, next_role
+from cfs_cluster.agent.service import FailoverService, make_client
+from cfs_cluster.agent.settings import AgentSettings, default_session_id
 from cfs_cluster.agent.transport import (
     EndpointError,
     EndpointPool,
     NotFound,
     RateLimited,
-    Refused,
     Unavailable,
-    check,
-    session_path,
 )
 from cfs_cluster.protocol.wire import (
     TICKS_PER_SECOND,
     ClientRole,
-    format_datetime,
     format_timespan,
-    parse_timespan,
     ticks_from_unix,
     unix_from_ticks,
 )
 
-__all__ = ["FailoverAgent"]
+__all__ = ["AgentState", "FailoverAgent"]
 
 log = logging.getLogger("cfs.agent")
 
 MAX_CONFIRMATIONS = 10  # AF _pendingPrimaryRetries
-# Seconds the service holds a role long-poll (it allows up to 60). Below the 30 s server
-# timeout of compose/haproxy.cfg and common proxy defaults: a poll held as long as the
-# balancer's timeout ends in a 504 instead of an answer.
-LONG_POLL_WAIT = 25.0
 LONG_POLL_BACKOFF = 1.0  # seconds between long-polls that fail
 MIN_RETRY = 0.2  # never retry faster than this, whatever Retry-After says
+
+
+class AgentState(StrEnum):
+    """Where the agent is: as the adapter framework reports it (a StrEnum, so it reads as text)."""
+
+    Stopped = "Stopped"
+    Starting = "Starting"
+    Running = "Running"
+    Error = "Error"  # the last round failed; retried after the delay the failure asks for
+
 
 RoleCallback = Callable[[RoleChange], Awaitable[None] | None]
 
@@ -91,7 +91,7 @@ class FailoverAgent:
         self._on_role_change = on_role_change
         self._timeout = settings.failover_timeout
         self._role = ClientRole.Secondary
-        self._state = "Stopped"
+        self._state = AgentState.Stopped
         self._grant = Grant()
         self._answered: tuple[ClientRole, int | None] | None = None  # last heartbeat answer
         self._polled: tuple[ClientRole, int | None] | None = None  # what the long-poll knows
@@ -106,7 +106,7 @@ class FailoverAgent:
         self._callbacks: asyncio.Queue[Awaitable[None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
-        self._pool: EndpointPool | None = None
+        self._service: FailoverService | None = None
         self._last_error: str | None = None
         self._poll_works = False  # the service answers role long-polls
 
@@ -140,7 +140,7 @@ class FailoverAgent:
         return self._timeout
 
     @property
-    def state(self) -> str:
+    def state(self) -> AgentState:
         """``Stopped``, ``Starting``, ``Running`` (last heartbeat answered) or ``Error``."""
         return self._state
 
@@ -167,9 +167,10 @@ class FailoverAgent:
         """Register and send the first heartbeat; return once it is answered or has failed."""
         if self._tasks:
             raise RuntimeError("The agent is already started.")
-        self._state = "Starting"
-        self._client = self._make_client()
-        self._pool = EndpointPool(self.settings.endpoints, self._client)
+        self._state = AgentState.Starting
+        self._client = make_client(self.settings)
+        pool = EndpointPool(self.settings.endpoints, self._client)
+        self._service = FailoverService(pool, self.settings, self.session_id)
         self._tasks.append(asyncio.create_task(self._dispatch_callbacks(), name="cfs-agent-cb"))
         first_delay = await self._cycle()
         self._tasks.append(
@@ -189,38 +190,19 @@ class FailoverAgent:
                 await task
         self._cancel_lapse()
         if unregister and self._registered.is_set():
-            await self._unregister()
+            await self._require_service().unregister()
         self._registered.clear()
         self._set_role(ClientRole.Secondary, "agent stopped")
         await self._drain_callbacks(dispatcher)
         await self._client.aclose()
-        self._client, self._pool, self._tasks = None, None, []
-        self._state = "Stopped"
-
-    def _make_client(self) -> httpx.AsyncClient:
-        s = self.settings
-        headers = {}
-        auth: httpx.Auth | None = None
-        if s.client_id is None:
-            # PI Web API's CSRF convention; adapters send it whenever no ClientId is set (§5.3).
-            headers["X-Requested-With"] = "AdapterFramework.Adapter"
-        if s.username is not None and s.password is not None:
-            auth = httpx.BasicAuth(s.username, s.password)
-        client = httpx.AsyncClient(
-            timeout=s.request_timeout, verify=s.verify_tls, headers=headers, auth=auth
-        )
-        if s.client_id is not None and s.client_secret is not None:
-            provider = TokenProvider(
-                client, s.client_id, s.client_secret, s.token_endpoint, s.endpoints
-            )
-            client.auth = BearerAuth(provider)
-        return client
+        self._client, self._service, self._tasks = None, None, []
+        self._state = AgentState.Stopped
 
     # ----------------------------------------------------------------- heartbeats
 
     async def _heartbeat_loop(self, delay: float) -> None:
         while True:
-            if self._state == "Error":
+            if self._state == AgentState.Error:
                 await asyncio.sleep(delay)  # a retry delay (Retry-After) is not cut short
             else:
                 await _wait(self._poke, delay)
@@ -247,7 +229,7 @@ class FailoverAgent:
     async def _register_and_beat(self) -> None:
         if not self._registered.is_set():
             await self._register_group()
-            await self._register_session()
+            await self._require_service().register_session()
             self._registered.set()
         # With a working long-poll one confirmation is enough: while the old primary's grant
         # is still held, more cannot succeed, and the poll answers as soon as it is released.
@@ -267,18 +249,9 @@ class FailoverAgent:
         )
 
     async def _heartbeat(self) -> RoleAnswer:
-        pool = self._require_pool()
         self._score = self._current_score()
-        body: dict[str, Any] = {"FailoverScore": self._score}
-        if self._ldpt is not None:
-            body["LastDataProcessedTime"] = format_datetime(self._ldpt)
         sent_at = asyncio.get_running_loop().time()
-        path = session_path(self.settings.group_id, self.session_id, "heartbeat")
-        response = check(await pool.request("POST", path, json=body), "Heartbeat")
-        try:
-            answer = parse_role_answer(response.json())
-        except ValueError as exc:
-            raise Refused(f"Unable to deserialize failover message: {exc}") from exc
+        answer = await self._require_service().heartbeat(self._score, self._ldpt)
         self._apply(answer, sent_at)
         return answer
 
@@ -311,12 +284,12 @@ class FailoverAgent:
         return half
 
     def _failed(self, exc: EndpointError) -> None:
-        self._state = "Error"
+        self._state = AgentState.Error
         text = str(exc)
         if text != self._last_error:  # logged once per distinct failure, as the adapter does
             log.error(
                 "Could not send heartbeat to endpoint %s. %s (retrying every %s s)",
-                self._require_pool().current,
+                self._require_service().pool.current,
                 text,
                 self._timeout / 2,
             )
@@ -326,7 +299,7 @@ class FailoverAgent:
         if self._last_error is not None:
             log.info("Heartbeats to the failover endpoint succeed again.")
             self._last_error = None
-        self._state = "Running"
+        self._state = AgentState.Running
 
     def _lost_registration(self) -> None:
         log.warning(
@@ -340,50 +313,15 @@ class FailoverAgent:
     # ----------------------------------------------------------------- registration
 
     async def _register_group(self) -> None:
-        pool, gid = self._require_pool(), self.settings.group_id
-        ticks = round(self._timeout * TICKS_PER_SECOND)
-        body = {"Id": gid, "FailoverTimeout": format_timespan(ticks)}
-        response = await pool.request("POST", "groups/", json=body)
-        if response.status_code == 409:
-            response = check(await pool.request("GET", f"groups/{quote(gid, safe='')}"), "Group")
-            self._adopt_timeout(response.json())
-            return
-        check(response, f"Registering failover group {gid}")
-        log.info("Registered failover group %s.", gid)
-
-    def _adopt_timeout(self, group: Any) -> None:
-        text = group.get("FailoverTimeout") if isinstance(group, dict) else None
-        try:
-            server = parse_timespan(text, "FailoverTimeout") / TICKS_PER_SECOND
-        except Exception as exc:  # BadRequest from the parser: the body is not a group
-            raise Refused(f"Unexpected group body: {group!r:.200}") from exc
-        if server > 0 and server != self._timeout:
+        server = await self._require_service().register_group(self._timeout)
+        if server is not None and server > 0 and server != self._timeout:
             log.warning(
                 "Server had a different failover timeout (%s) than the configured one (%s). "
                 "Server timeout will be used.",
-                text,
+                format_timespan(round(server * TICKS_PER_SECOND)),
                 format_timespan(round(self._timeout * TICKS_PER_SECOND)),
             )
             self._timeout = server
-
-    async def _register_session(self) -> None:
-        pool, gid = self._require_pool(), self.settings.group_id
-        body = {"Id": self.session_id, "Name": default_session_name()}
-        path = f"groups/{quote(gid, safe='')}/clientsessions"
-        check(await pool.request("POST", path, json=body), f"Adding session to group {gid}")
-        log.info("Added session %s to failover group %s.", self.session_id, gid)
-
-    async def _unregister(self) -> None:
-        path = session_path(self.settings.group_id, self.session_id)
-        try:
-            response = await self._require_pool().request("DELETE", path)
-        except EndpointError as exc:
-            log.warning("Could not unregister session %s: %s", self.session_id, exc)
-            return
-        if response.is_success or response.status_code == 404:
-            log.info("Unregistered session %s.", self.session_id)
-        else:
-            log.warning("Unregistering session %s: %s", self.session_id, response.status_code)
 
     # ----------------------------------------------------------------- long-poll
 
@@ -392,7 +330,7 @@ class FailoverAgent:
         while True:
             await self._registered.wait()
             try:
-                answer = await self._poll_role()
+                answer = await self._require_service().poll_role(self._polled)
             except EndpointError as exc:
                 self._poll_works = False
                 # 404 also means a service without the long-poll (a commercial CFS): be gentle.
@@ -416,22 +354,6 @@ class FailoverAgent:
                 # Let the heartbeat it triggered finish before asking again: the next poll
                 # then carries what that heartbeat learnt, so polls never spin.
                 await _wait(self._cycle_done, self._timeout / 2)
-
-    async def _poll_role(self) -> RoleAnswer:
-        params = {"waitFor": f"{LONG_POLL_WAIT:g}"}
-        if self._polled is not None:
-            role, epoch = self._polled
-            params["knownRole"] = role.name
-            if epoch is not None:
-                params["knownEpoch"] = str(epoch)
-        path = session_path(self.settings.group_id, self.session_id, "role")
-        timeout = LONG_POLL_WAIT + self.settings.request_timeout
-        response = await self._require_pool().request("GET", path, params=params, timeout=timeout)
-        check(response, "Role long-poll")
-        try:
-            return parse_role_answer(response.json())
-        except ValueError as exc:
-            raise Refused(f"Unexpected role answer: {exc}") from exc
 
     def _predates_heartbeat(self, answer: RoleAnswer) -> bool:
         """True when the answer's epoch is older than the last heartbeat answer's.
@@ -523,10 +445,10 @@ class FailoverAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _require_pool(self) -> EndpointPool:
-        if self._pool is None:
+    def _require_service(self) -> FailoverService:
+        if self._service is None:
             raise RuntimeError("The agent is not started.")
-        return self._pool
+        return self._service
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:
