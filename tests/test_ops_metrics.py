@@ -16,7 +16,7 @@ import pytest
 from clusterkit import free_ports
 from prometheus_client.parser import text_string_to_metric_families
 
-from cfs_cluster.api import create_app
+from cfs_cluster.api.app import create_app
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.ops.metrics import AUTH_FAILURE_REASONS
 from cfs_cluster.security.auth import Authenticator, Unauthorized

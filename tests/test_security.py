@@ -22,7 +22,7 @@ import pytest
 from clusterkit import Cluster, free_ports
 
 from cfs_cluster import engine
-from cfs_cluster.api import create_app
+from cfs_cluster.api.app import create_app
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import TooManyRequests
 from cfs_cluster.security import auth

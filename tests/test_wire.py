@@ -443,7 +443,7 @@ def test_heartbeat_payload_is_exactly_the_json_of_the_answer(
     import json
 
     from cfs_cluster.api.models import heartbeat_json, heartbeat_payload
-    from cfs_cluster.cluster.liveness import HeartbeatAnswer
+    from cfs_cluster.protocol.heartbeat import HeartbeatAnswer
 
     answer = HeartbeatAnswer(role, ldpt, epoch, valid_for, 600_000_000)
     assert heartbeat_payload(answer) == json.dumps(heartbeat_json(answer)).encode()

@@ -1,5 +1,5 @@
-"""The HTTP API: thin routers over the node's replication and liveness services."""
+"""The HTTP API: routers over the node, the front door, the server runner.
 
-from cfs_cluster.api.app import create_app
-
-__all__ = ["create_app"]
+``app.create_app`` builds the node's application and ``server.run`` serves it; this package
+imports neither, so ``api.errors`` (shared with the facet) loads no node.
+"""

@@ -9,10 +9,10 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from cfs_cluster.api.models import ErrorResponse
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import Unavailable
 from cfs_cluster.ops.backup import BACKUP_PATH, encode_backup, snapshot_info
+from cfs_cluster.protocol.bodies import ErrorResponse
 
 __all__ = ["router"]
 

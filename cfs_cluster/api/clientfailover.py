@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse, Response
 from cfs_cluster import __version__, engine
 from cfs_cluster.api.models import (
     ClientSessionConfiguration,
-    ErrorResponse,
     GroupConfig,
     GroupConfiguration,
     Heartbeat,
@@ -25,15 +24,15 @@ from cfs_cluster.api.models import (
     check_id,
     group_json,
     heartbeat_json,
-    load_json,
     override_json,
     session_json,
     status_json,
 )
 from cfs_cluster.api.requests import node_of, request_id
-from cfs_cluster.cluster.liveness import HeartbeatReport
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import BadRequest, NotFound, Unavailable
+from cfs_cluster.protocol.bodies import ErrorResponse, load_json
+from cfs_cluster.protocol.heartbeat import HeartbeatReport
 from cfs_cluster.protocol.wire import ClientRole, format_datetime, parse_enum, ticks_from_unix
 
 __all__ = ["router"]

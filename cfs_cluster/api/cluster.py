@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from cfs_cluster.api.models import load_json
 from cfs_cluster.api.requests import node_of
 from cfs_cluster.cluster.membership import HANDED_OVER, MemberChange
 from cfs_cluster.cluster.node import Node
@@ -22,6 +21,7 @@ from cfs_cluster.cluster.relay import (
     encode_answer,
 )
 from cfs_cluster.errors import BadRequest, CfsError, NotFound, Unavailable
+from cfs_cluster.protocol.bodies import load_json
 
 __all__ = ["router"]
 

@@ -14,12 +14,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from cfs_cluster import engine
-from cfs_cluster.api.models import ErrorResponse, load_json
 from cfs_cluster.api.requests import node_of, request_id
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.engine import configuration as config
 from cfs_cluster.errors import BadRequest, NotFound
 from cfs_cluster.ops.logs import current_level
+from cfs_cluster.protocol.bodies import ErrorResponse, load_json
 
 __all__ = ["router"]
 

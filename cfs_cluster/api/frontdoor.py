@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cfs_cluster.api.errors import error_response_parts
-from cfs_cluster.api.models import HeartbeatBody, check_id, heartbeat_payload, load_json
-from cfs_cluster.cluster.liveness import HeartbeatReport
+from cfs_cluster.api.models import HeartbeatBody, check_id, heartbeat_payload
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import CfsError, PayloadTooLarge
+from cfs_cluster.protocol.bodies import load_json
+from cfs_cluster.protocol.heartbeat import HeartbeatReport
 from cfs_cluster.security.auth import refusal_headers
 
 __all__ = ["FrontDoor"]

@@ -24,10 +24,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from cfs_cluster import engine
-from cfs_cluster.api.models import ErrorResponse
 from cfs_cluster.api.requests import node_of
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import CfsError, TooManyRequests
+from cfs_cluster.protocol.bodies import ErrorResponse
 from cfs_cluster.security.auth import verify_known
 from cfs_cluster.security.tokens import TokenService, new_signing_key
 

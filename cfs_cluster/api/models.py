@@ -15,8 +15,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from cfs_cluster import engine
-from cfs_cluster.cluster.liveness import HeartbeatAnswer
 from cfs_cluster.errors import BadRequest
+from cfs_cluster.protocol.bodies import load_json
+from cfs_cluster.protocol.heartbeat import HeartbeatAnswer
 from cfs_cluster.protocol.wire import (
     TICKS_PER_SECOND,
     ClientRole,
@@ -40,41 +41,11 @@ __all__ = [
 
 MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 1024
-MAX_JSON_DEPTH = 32
 MIN_TIMEOUT = 1 * TICKS_PER_SECOND
 MAX_TIMEOUT = 86_400 * TICKS_PER_SECOND
 
 
 # --------------------------------------------------------------------------- parsing
-
-
-def load_json(body: bytes) -> Any:
-    """Decode a JSON body; malformed or absurdly nested input is a BadRequest."""
-    if not body.strip():
-        raise BadRequest("The request body is empty; a JSON object is required.")
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"The request body is not valid JSON: {str(exc)[:120]}") from exc
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise BadRequest(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
-    return value
-
-
-def _depth(value: Any) -> int:
-    depth, level = 0, [value]
-    while level:
-        depth += 1
-        if depth > MAX_JSON_DEPTH:
-            return depth
-        nxt: list[Any] = []
-        for item in level:
-            if isinstance(item, dict):
-                nxt.extend(item.values())
-            elif isinstance(item, list):
-                nxt.extend(item)
-        level = nxt
-    return depth
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
@@ -356,11 +327,3 @@ class HeartbeatResponse(BaseModel):
 class RoleOverrideConfiguration(BaseModel):
     Value: str = Field(description="Primary (1) or Off (0)", examples=["Primary"])
     ExpirationPeriod: str | None = Field(default=None, examples=["08:00:00"])
-
-
-class ErrorResponse(BaseModel):
-    OperationId: str
-    Error: str
-    Reason: str
-    Resolution: str
-    AdditionalParameters: dict[str, str] | None = None

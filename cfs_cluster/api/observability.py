@@ -8,10 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from cfs_cluster import engine
-from cfs_cluster.api.models import ErrorResponse
 from cfs_cluster.api.requests import node_of
 from cfs_cluster.errors import NotFound
 from cfs_cluster.ops.metrics import CONTENT_TYPE
+from cfs_cluster.protocol.bodies import ErrorResponse
 from cfs_cluster.protocol.wire import format_datetime
 
 __all__ = ["router"]

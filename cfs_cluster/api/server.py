@@ -27,7 +27,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from cfs_cluster.api import create_app
+from cfs_cluster.api.app import create_app
 from cfs_cluster.api.errors import error_response_parts
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import HeadersTooLarge

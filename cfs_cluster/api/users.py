@@ -14,10 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from cfs_cluster import engine
-from cfs_cluster.api.models import ErrorResponse, load_json
 from cfs_cluster.api.requests import node_of
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import BadRequest, NotFound
+from cfs_cluster.protocol.bodies import ErrorResponse, load_json
 from cfs_cluster.security.auth import check_password, check_user_name, hash_password, parse_role
 
 __all__ = ["router"]

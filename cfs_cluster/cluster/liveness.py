@@ -17,11 +17,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from cfs_cluster import engine
 from cfs_cluster.cluster.replication import Replicator
 from cfs_cluster.errors import CfsError, NotFound, Unavailable
+from cfs_cluster.protocol.heartbeat import HeartbeatAnswer, HeartbeatReport
 from cfs_cluster.protocol.wire import TICKS_PER_SECOND, ClientRole, ticks_from_unix
 from cfs_cluster.settings import FailoverSettings, RaftSettings
 
@@ -32,26 +32,6 @@ log = logging.getLogger("cfs.failover")
 Key = tuple[str, str]
 MAX_DECISION_ROUNDS = 4
 UNKNOWN_PRIMARY_SCORE = 100.0  # the highest FailoverScore: ties keep the incumbent
-
-
-@dataclass(frozen=True)
-class HeartbeatReport:
-    """One heartbeat as parsed from the wire."""
-
-    group_id: str
-    session_id: str
-    score: float
-    last_data_processed: int | None  # UTC ticks
-    heartbeat_time: int | None  # UTC ticks
-
-
-@dataclass(frozen=True)
-class HeartbeatAnswer:
-    role: ClientRole
-    last_data_processed: int  # UTC ticks, 0 = unknown
-    epoch: int
-    valid_for: int  # ticks the adapter may act on a Primary grant, from when it sent
-    timeout: int  # the group's FailoverTimeout in ticks
 
 
 class Coordinator:

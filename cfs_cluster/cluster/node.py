@@ -10,7 +10,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from cfs_cluster import engine
-from cfs_cluster.cluster.liveness import Coordinator, HeartbeatAnswer, HeartbeatReport
+from cfs_cluster.cluster.liveness import Coordinator
 from cfs_cluster.cluster.membership import Membership
 from cfs_cluster.cluster.relay import Relay, relay_token
 from cfs_cluster.cluster.replication import Replicator
@@ -19,6 +19,7 @@ from cfs_cluster.errors import CfsError, Conflict, NotFound, Unavailable
 from cfs_cluster.ops.logs import LEVELS, set_level
 from cfs_cluster.ops.metrics import Metrics, MetricsSource
 from cfs_cluster.ops.omf import HealthEgress, HealthSource
+from cfs_cluster.protocol.heartbeat import HeartbeatAnswer, HeartbeatReport
 from cfs_cluster.security import tls
 from cfs_cluster.security.auth import Authenticator, hash_password
 from cfs_cluster.security.ratelimit import HeartbeatLimiter

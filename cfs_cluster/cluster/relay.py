@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from cfs_cluster.cluster.liveness import HeartbeatAnswer, HeartbeatReport
 from cfs_cluster.cluster.replication import Replicator
 from cfs_cluster.errors import CfsError, NotFound, TooManyRequests, Unavailable
+from cfs_cluster.protocol.heartbeat import HeartbeatAnswer, HeartbeatReport
 from cfs_cluster.protocol.wire import ClientRole
 from cfs_cluster.security.tls import trust_context
 

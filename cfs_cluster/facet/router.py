@@ -20,10 +20,10 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
 from cfs_cluster.api.errors import render
-from cfs_cluster.api.models import ErrorResponse, load_json
 from cfs_cluster.errors import CfsError, PayloadTooLarge
 from cfs_cluster.facet.model import MODES
 from cfs_cluster.facet.service import ClientFailoverFacet
+from cfs_cluster.protocol.bodies import ErrorResponse, load_json
 
 __all__ = ["CONFIGURATION_PATH", "MAX_BODY_BYTES", "STATE_PATH", "create_router"]
 

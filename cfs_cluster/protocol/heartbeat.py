@@ -1,0 +1,29 @@
+"""A heartbeat as both sides of the wire see it: the report an adapter sends, the answer it gets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cfs_cluster.protocol.wire import ClientRole
+
+__all__ = ["HeartbeatAnswer", "HeartbeatReport"]
+
+
+@dataclass(frozen=True)
+class HeartbeatReport:
+    """One heartbeat as parsed from the wire."""
+
+    group_id: str
+    session_id: str
+    score: float
+    last_data_processed: int | None  # UTC ticks
+    heartbeat_time: int | None  # UTC ticks
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    role: ClientRole
+    last_data_processed: int  # UTC ticks, 0 = unknown
+    epoch: int
+    valid_for: int  # ticks the adapter may act on a Primary grant, from when it sent
+    timeout: int  # the group's FailoverTimeout in ticks
