@@ -23,11 +23,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/pytest -q -m "not chaos"
 
-# Randomized fault schedule (tests/test_chaos.py): CHAOS_SECONDS=300 by default, CHAOS_SEED to
+# Randomized fault schedule (tests/cluster/test_chaos.py): CHAOS_SECONDS=300 by default, CHAOS_SEED to
 # replay a run; prints the report and writes chaos-report.json. Partitions need root + iproute2.
 CHAOS_SECONDS ?= 300
 chaos: $(STAMP)
-	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/pytest -q -s -m chaos tests/test_chaos.py
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/pytest -q -s -m chaos tests/cluster/test_chaos.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format cfs_cluster tests bench

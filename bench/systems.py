@@ -1,6 +1,6 @@
 """The systems under test, each started on free 127.0.0.1 ports and stopped by PID.
 
-- ``CfsCluster``: 3 real ``cfs serve --dev`` processes (tests/clusterkit.py) plus helpers to
+- ``CfsCluster``: 3 real ``cfs serve --dev`` processes (tests/support/clusterkit.py) plus helpers to
   register groups/sessions through the API;
 - ``EtcdCluster``: 3 etcd members (Debian ``etcd-server``) and their JSON gateway;
 - ``EchoServer``: a raw ASGI app under uvicorn (uvloop + httptools) answering the heartbeat
@@ -25,7 +25,7 @@ from . import httpload
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-import clusterkit  # noqa: E402
+from support import clusterkit  # noqa: E402
 
 free_ports = clusterkit.free_ports
 HB_BODY = b'{"FailoverScore": 100}'

@@ -2,7 +2,7 @@
 
 Pure parts (HotBuffer, grant bookkeeping, answer parsing, settings, the token client and the
 endpoint pool over httpx.MockTransport) are tested without a network. The agent itself runs
-against real 3-node clusters (tests/clusterkit.py): registration, promotion notice by long-poll,
+against real 3-node clusters (tests/support/clusterkit.py): registration, promotion notice by long-poll,
 self-demotion when a grant lapses, re-registration after a 404, and a node killed mid-run.
 Waits are on agent events (role-change callbacks, wait_for_role) with generous bounds.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from clusterkit import Cluster
+from support.clusterkit import Cluster
 
 from cfs_cluster.agent import AgentSettings, ClientRole, FailoverAgent, HotBuffer, RoleChange
 from cfs_cluster.agent.grant import Grant, RoleAnswer, next_role, parse_role_answer

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from clusterkit import free_ports
+from support.clusterkit import free_ports
 
 from cfs_cluster.api.app import create_app
 from cfs_cluster.api.frontdoor import FrontDoor

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from clusterkit import Cluster
+from support.clusterkit import Cluster
 
 from cfs_cluster import engine
 from cfs_cluster.cli.main import main

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from clusterkit import Cluster
+from support.clusterkit import Cluster
 
 from cfs_cluster.engine import configuration as config
 

@@ -26,12 +26,12 @@ from urllib.parse import quote, urlencode
 import httpx
 import pytest
 import schemathesis
-from clusterkit import Cluster
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 from schemathesis.checks import not_a_server_error
+from support.clusterkit import Cluster
 
 ADMIN = ("root", "fuzz-admin-pw")
 GROUPS = "/api/v1/clientfailover/groups"

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from clusterkit import Cluster
-from test_security import ADMIN, GROUPS, assert_error, basic, run, settings_for, single_node, until
+from support.clusterkit import Cluster
+from support.nodes import ADMIN, GROUPS, assert_error, basic, run, settings_for, single_node, until
 
 from cfs_cluster import engine
 from cfs_cluster.cluster.node import Node

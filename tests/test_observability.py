@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from clusterkit import Cluster
 from prometheus_client.parser import text_string_to_metric_families
+from support.clusterkit import Cluster
 
 from cfs_cluster.ops.metrics import reason_category
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from clusterkit import Cluster
-from omf_receiver import OmfReceiver
+from support.clusterkit import Cluster
+from support.omf_receiver import OmfReceiver
 
 from cfs_cluster.engine.configuration import HealthEndpoint
 from cfs_cluster.ops import omf

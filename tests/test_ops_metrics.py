@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clusterkit import free_ports
 from prometheus_client.parser import text_string_to_metric_families
+from support.clusterkit import free_ports
 
 from cfs_cluster.api.app import create_app
 from cfs_cluster.cluster.node import Node

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from clusterkit import Cluster
+from support.clusterkit import Cluster
 
 from cfs_cluster.agent import ClientRole
 from cfs_cluster.simulator import (

@@ -1,6 +1,6 @@
 """Membership at runtime (issue 3 §3): 3 → 5 → 3 under adapter load, unsafe changes refused,
 leadership transfer. Real `cfs serve` processes; the CLI is run as a subprocess like an operator
-would; emulated adapters (tests/history.py) heartbeat through the original three nodes the
+would; emulated adapters (tests/support/history.py) heartbeat through the original three nodes the
 whole time and the history checker asserts that no role changed and no grants overlapped."""
 
 from __future__ import annotations
@@ -8,24 +8,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import Cluster, free_ports
-from history import Fleet, History
-from test_faults import _check_safety, _create, _report, _start_adapters, _wait_stable
+from support.clusterkit import Cluster, free_ports
+from support.faults import check_safety, create, report, start_adapters, wait_stable
+from support.history import Fleet, History
 
 pytestmark = pytest.mark.cluster
 
 MEMBERS = "/api/v1/cluster/members"
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with Cluster(tmp_path) as running:
-        yield running
 
 
 def _cli(cluster: Cluster, index: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,11 +49,11 @@ def _live(cluster: Cluster) -> list[int]:
 
 def test_grow_to_five_and_shrink_to_three_under_load(cluster: Cluster) -> None:
     history = History()
-    _create(cluster, history)
+    create(cluster, history)
     original = cluster.urls[:3]
     with Fleet(original, history) as fleet:
-        _start_adapters(fleet)
-        _wait_stable(history)
+        start_adapters(fleet)
+        wait_stable(history)
         since = time.monotonic()
 
         # 3 -> 4 through the CLI on a follower (forwarded to the leader), 4 -> 5 through the API.
@@ -108,8 +100,8 @@ def test_grow_to_five_and_shrink_to_three_under_load(cluster: Cluster) -> None:
         fleet.urls = [cluster.nodes[i].url for i in remaining if cluster.nodes[i].url in original]
         time.sleep(1.0)  # adapters keep running on the survivors; the history is the measurement
 
-    _check_safety(history, since)
-    _report("membership 3->5->3", history, since)
+    check_safety(history, since)
+    report("membership 3->5->3", history, since)
     for i in remaining:
         found = cluster.client.get(cluster.nodes[i].url + "/api/v1/clientfailover/groups/grown")
         assert found.status_code == 200, (i, found.text)

@@ -1,8 +1,8 @@
 """Network partitions with every node in its own network namespace (issue 3 §4).
 
 The adapters run in the test process and reach the nodes over a private bridge
-(tests/netkit.py); partitions are iptables DROP rules inside the node namespaces. The same
-history checker as tests/test_faults.py asserts P1 (no overlapping grants), P2 (no role change
+(tests/support/netkit.py); partitions are iptables DROP rules inside the node namespaces. The same
+history checker as tests/cluster/test_faults.py asserts P1 (no overlapping grants), P2 (no role change
 while adapters heartbeat) and P3 (prompt promotion when the *primary adapter* is cut off).
 Skipped with the reason where namespaces are unavailable (not root, no iproute2/iptables).
 """
@@ -14,21 +14,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clusterkit import Cluster
-from history import PRIMARY, Fleet, History, p1_violations, primaries_at, promotion_delay
-from netkit import Network, unavailable_reason
-from test_faults import (
+from support.clusterkit import Cluster
+from support.faults import (
     GROUPS,
     MAX_FAILED_SECONDS,
     SESSIONS,
     T,
-    _check_safety,
-    _create,
-    _observe,
-    _report,
-    _run_fault,
-    _wait_stable,
+    check_safety,
+    create,
+    observe,
+    report,
+    run_fault,
+    wait_stable,
 )
+from support.history import PRIMARY, Fleet, History, p1_violations, primaries_at, promotion_delay
+from support.netkit import Network, unavailable_reason
 
 _WHY = unavailable_reason()
 pytestmark = [
@@ -55,13 +55,13 @@ def test_leader_cut_off_from_the_majority(netcluster: tuple[Network, Cluster]) -
             if other != leader:
                 net.cut(leader, other)
         c.leader_index(timeout=15, exclude={leader})
-        _observe(T)  # adapters heartbeat through the partition
+        observe(T)  # adapters heartbeat through the partition
         net.heal()
         return [0, 1, 2]
 
-    history, since = _run_fault(cluster, cut_leader)
-    _check_safety(history, since)
-    failed = _report("leader cut off from the majority", history, since)
+    history, since = run_fault(cluster, cut_leader)
+    check_safety(history, since)
+    failed = report("leader cut off from the majority", history, since)
     assert failed <= MAX_FAILED_SECONDS
 
 
@@ -74,13 +74,13 @@ def test_one_follower_isolated(netcluster: tuple[Network, Cluster]) -> None:
         for other in range(3):
             if other != follower:
                 net.cut(follower, other)
-        _observe(T)
+        observe(T)
         net.heal()
         return [0, 1, 2]
 
-    history, since = _run_fault(cluster, isolate_follower)
-    _check_safety(history, since)
-    failed = _report("one follower isolated", history, since)
+    history, since = run_fault(cluster, isolate_follower)
+    check_safety(history, since)
+    failed = report("one follower isolated", history, since)
     assert failed <= MAX_FAILED_SECONDS
 
 
@@ -92,7 +92,7 @@ def test_primary_adapter_cut_off_from_a_healthy_cluster(
     lapsed (P1 over send times and ValidFor)."""
     net, cluster = netcluster
     history = History()
-    _create(cluster, history)
+    create(cluster, history)
     with Fleet(cluster.urls, history) as fleet:
         for i, group in enumerate(GROUPS):
             for j, session in enumerate(SESSIONS):
@@ -101,11 +101,11 @@ def test_primary_adapter_cut_off_from_a_healthy_cluster(
                 fleet.add(
                     group, session, T / 2, offset=i + j, source=source, score=60 if cut else 50
                 )
-        _wait_stable(history)
+        wait_stable(history)
         assert primaries_at(history.snapshot(), time.monotonic())[GROUPS[0]] == {"a"}
         net.isolate_source(net.cut_off_source)
         stop_time = time.monotonic()
-        _observe(T + T / 2 + 1.5)
+        observe(T + T / 2 + 1.5)
     records = history.snapshot()
     assert not p1_violations(records), "\n".join(map(str, p1_violations(records)))
     delay = promotion_delay(records, GROUPS[0], "a", stop_time)

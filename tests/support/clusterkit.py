@@ -54,7 +54,7 @@ class NodeProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
-    netns: str | None = None  # run inside this network namespace (tests/netkit.py)
+    netns: str | None = None  # run inside this network namespace (tests/support/netkit.py)
     scheme: str = "http"  # "https" when started with --tls
 
     @property

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import Cluster
-from history import (
+from support.clusterkit import Cluster
+from support.faults import create, start_adapters, wait_stable
+from support.history import (
     Fleet,
     History,
     failed_seconds,
@@ -38,8 +39,7 @@ from history import (
     role_changes,
     server_errors,
 )
-from netkit import Network, unavailable_reason
-from test_faults import _create, _start_adapters, _wait_stable
+from support.netkit import Network, unavailable_reason
 
 pytestmark = [pytest.mark.chaos, pytest.mark.cluster]
 
@@ -161,11 +161,11 @@ def test_chaos(chaos_cluster: tuple[Cluster, Network | None]) -> None:
     rng = random.Random(seed)
     faults = FAULTS + (_partition_faults(net) if net else [])
     history = History()
-    _create(cluster, history)
+    create(cluster, history)
     schedule: list[dict[str, Any]] = []
     with Fleet(cluster.urls, history) as fleet:
-        _start_adapters(fleet)
-        since = _wait_stable(history)
+        start_adapters(fleet)
+        since = wait_stable(history)
         fleet.add_writer("chaos", 0.5)
         deadline = time.monotonic() + budget
         while time.monotonic() < deadline:

@@ -2,7 +2,7 @@
 
 Two standalone facet apps (two adapters of one redundant pair) run in-process on one event loop
 behind ``httpx.ASGITransport``, each with its real ``AgentRuntime``; the cluster is three
-`cfs serve` processes (tests/clusterkit.py). Configured with the seed's own example (only the
+`cfs serve` processes (tests/support/clusterkit.py). Configured with the seed's own example (only the
 Endpoint and a short FailoverTimeout changed), the first adapter becomes Primary; a PATCH of the
 timeout keeps its session and its role; DELETE unregisters it and the other takes over.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clusterkit import Cluster
+from support.clusterkit import Cluster
 
 from cfs_cluster.facet.app import create_app
 from cfs_cluster.facet.runtime import AgentRuntime

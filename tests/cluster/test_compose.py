@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from clusterkit import Cluster, free_ports
+from support.clusterkit import Cluster, free_ports
 
 from cfs_cluster.cli import main as cli
 

@@ -2,7 +2,7 @@
 
 Unit level and fast: the standalone app runs in-process behind ``httpx.ASGITransport`` (which
 re-raises any server exception, so a handler that would answer 500 fails the test), its
-lifespan run by ``AppClient`` below, with a fake runtime in place of the failover agent. tests/test_facet_cluster.py drives
+lifespan run by ``AppClient`` below, with a fake runtime in place of the failover agent. tests/cluster/test_facet_cluster.py drives
 the real agent against a real 3-node cluster.
 """
 

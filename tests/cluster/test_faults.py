@@ -2,7 +2,7 @@
 
 Three groups of two emulated adapters (FailoverTimeout T = 2 s, heartbeats every T/2 through
 all nodes, moving to the next node on an error) run while a node is killed, paused or lost.
-Every heartbeat is recorded and checked afterwards by tests/history.py. Timings are printed
+Every heartbeat is recorded and checked afterwards by tests/support/history.py. Timings are printed
 (run with -s to see them); only generous safety bounds are asserted.
 """
 
@@ -10,18 +10,28 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from clusterkit import Cluster
-from history import (
+from support.clusterkit import Cluster
+from support.faults import (
+    GROUPS,
+    MAX_FAILED_SECONDS,
+    SESSIONS,
+    T,
+    check_safety,
+    create,
+    report,
+    run_fault,
+    start_adapters,
+    wait_stable,
+)
+from support.history import (
     PRIMARY,
     Fleet,
     History,
     Record,
     failed_seconds,
-    missing_creates,
     p1_violations,
     primaries_at,
     promotion_delay,
@@ -31,108 +41,6 @@ from history import (
 
 pytestmark = pytest.mark.cluster
 
-T = 2.0
-GROUPS = [f"g{i}" for i in range(3)]
-SESSIONS = ["a", "b"]
-MAX_FAILED_SECONDS = 5.0  # asserted bound; the design target (3 s) is reported
-GROUPS_API = "/api/v1/clientfailover/groups"
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with Cluster(tmp_path) as running:
-        yield running
-
-
-def _create(cluster: Cluster, history: History) -> None:
-    """Groups and sessions, each through a different node; every 2xx is an acknowledged create."""
-    urls = cluster.urls
-    for i, group in enumerate(GROUPS):
-        body = {"Id": group, "FailoverTimeout": "00:00:02"}
-        response = cluster.client.post(urls[i % 3] + GROUPS_API, json=body)
-        assert response.status_code == 201, response.text
-        history.creates.append((group, None))
-        for j, session in enumerate(SESSIONS):
-            url = urls[(i + j + 1) % 3] + f"{GROUPS_API}/{group}/clientsessions"
-            response = cluster.client.post(url, json={"Id": session})
-            assert response.status_code == 201, response.text
-            history.creates.append((group, session))
-
-
-def _start_adapters(fleet: Fleet) -> None:
-    for i, group in enumerate(GROUPS):
-        for j, session in enumerate(SESSIONS):
-            fleet.add(group, session, T / 2, offset=i + j)
-
-
-def _wait_stable(history: History, timeout: float = 10.0) -> float:
-    """Wait until every group has exactly one Primary and every adapter two answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = time.monotonic()
-        records = history.snapshot()
-        answered = {r.key for r in records if r.ok}
-        primaries = primaries_at(records, now)
-        enough = all(
-            sum(1 for r in records if r.ok and r.key == (g, s)) >= 2
-            for g in GROUPS
-            for s in SESSIONS
-        )
-        if enough and len(answered) == 6 and all(len(primaries.get(g, ())) == 1 for g in GROUPS):
-            return now
-        time.sleep(0.1)
-    raise AssertionError(
-        f"groups never settled: {primaries_at(history.snapshot(), time.monotonic())}"
-    )
-
-
-def _observe(seconds: float) -> None:
-    """Let the adapters run on; the history is the measurement, nothing waits on it."""
-    time.sleep(seconds)
-
-
-def _check_safety(history: History, since: float) -> None:
-    records = history.snapshot()
-    violations = p1_violations(records)
-    assert not violations, "\n".join(map(str, violations))
-    changes = role_changes(records, since)
-    assert not changes, "P2 role changes:\n" + "\n".join(changes)
-    errors = server_errors(records)
-    assert not errors, f"unexpected answers: {errors[:5]}"
-
-
-def _run_fault(
-    cluster: Cluster,
-    fault: Callable[[Cluster], list[int]],
-    health_check: float | None = None,
-) -> tuple[History, float]:
-    """Adapters + a writer run through the fault; returns the history and the fault time."""
-    history = History()
-    _create(cluster, history)
-    with Fleet(cluster.urls, history, health_check=health_check) as fleet:
-        _start_adapters(fleet)
-        _wait_stable(history)
-        fleet.add_writer("w", 0.25)
-        since = time.monotonic()
-        alive = fault(cluster)
-        cluster.wait_ready(timeout=20, nodes=alive)
-        _observe(2 * T)
-    survivors = [cluster.nodes[i].url for i in alive]
-    missing = missing_creates(history, survivors)
-    assert not missing, f"P4: acknowledged creates missing: {missing[:10]}"
-    return history, since
-
-
-def _report(name: str, history: History, since: float) -> float:
-    records = [r for r in history.snapshot() if r.sent >= since]
-    failed = failed_seconds(records, since)
-    errors = sum(1 for r in records if not r.ok)
-    print(
-        f"\n[{name}] heartbeats {len(records)}, failed {errors}, "
-        f"longest failed span {failed:.2f} s (target 3 s), acked creates {len(history.creates)}"
-    )
-    return failed
-
 
 def test_leader_kill(cluster: Cluster) -> None:
     def kill_leader(c: Cluster) -> list[int]:
@@ -141,9 +49,9 @@ def test_leader_kill(cluster: Cluster) -> None:
         c.leader_index(timeout=15, exclude={leader})
         return [i for i in range(3) if i != leader]
 
-    history, since = _run_fault(cluster, kill_leader)
-    _check_safety(history, since)
-    failed = _report("leader kill -9", history, since)
+    history, since = run_fault(cluster, kill_leader)
+    check_safety(history, since)
+    failed = report("leader kill -9", history, since)
     assert failed <= MAX_FAILED_SECONDS
 
 
@@ -159,9 +67,9 @@ def test_leader_paused(cluster: Cluster) -> None:
             c.nodes[leader].signal(signal.SIGCONT)
         return [0, 1, 2]
 
-    history, since = _run_fault(cluster, pause_leader)
-    _check_safety(history, since)
-    failed = _report("leader SIGSTOP 3 s", history, since)
+    history, since = run_fault(cluster, pause_leader)
+    check_safety(history, since)
+    failed = report("leader SIGSTOP 3 s", history, since)
     assert failed <= MAX_FAILED_SECONDS
 
 
@@ -172,19 +80,19 @@ def test_follower_kill(cluster: Cluster) -> None:
         c.nodes[follower].kill()
         return [i for i in range(3) if i != follower]
 
-    history, since = _run_fault(cluster, kill_follower)
-    _check_safety(history, since)
-    failed = _report("follower kill -9", history, since)
+    history, since = run_fault(cluster, kill_follower)
+    check_safety(history, since)
+    failed = report("follower kill -9", history, since)
     assert failed <= MAX_FAILED_SECONDS
 
 
 def test_primary_adapter_crash_promotes_secondary(cluster: Cluster) -> None:
     """P3 for polling adapters: promotion within T + T/2 + 1 s of the primary's last heartbeat."""
     history = History()
-    _create(cluster, history)
+    create(cluster, history)
     with Fleet(cluster.urls, history) as fleet:
-        _start_adapters(fleet)
-        since = _wait_stable(history)
+        start_adapters(fleet)
+        since = wait_stable(history)
         group = GROUPS[0]
         (primary,) = primaries_at(history.snapshot(), since)[group]
         (secondary,) = set(SESSIONS) - {primary}
@@ -254,9 +162,9 @@ def _rolling_restart(c: Cluster) -> list[int]:
 def test_rolling_restart_changes_no_role(cluster: Cluster) -> None:
     """Adapters that talk to the nodes directly: a heartbeat sent to a stopped node fails and
     is retried on the next node; no role may change."""
-    history, since = _run_fault(cluster, _rolling_restart)
-    _check_safety(history, since)
-    failed = _report("rolling restart, direct", history, since)
+    history, since = run_fault(cluster, _rolling_restart)
+    check_safety(history, since)
+    failed = report("rolling restart, direct", history, since)
     assert failed <= MAX_FAILED_SECONDS
 
 
@@ -265,8 +173,8 @@ def test_rolling_restart_behind_a_load_balancer_fails_no_heartbeat(tmp_path: Pat
     over while still serving, so adapters behind a /readyz-checking balancer (emulated by the
     fleet, probing every 0.2 s) never send a heartbeat to a node that is going away."""
     with Cluster(tmp_path, extra_args=["--drain-seconds", "1.0"]) as cluster:
-        history, since = _run_fault(cluster, _rolling_restart, health_check=0.2)
-    _check_safety(history, since)
-    _report("rolling restart, load balancer", history, since)
+        history, since = run_fault(cluster, _rolling_restart, health_check=0.2)
+    check_safety(history, since)
+    report("rolling restart, load balancer", history, since)
     failures = [r for r in history.snapshot() if r.sent >= since and not r.ok]
     assert not failures, f"{len(failures)} failed heartbeats: {failures[:3]}"

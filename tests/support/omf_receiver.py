@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from clusterkit import free_ports
+from support.clusterkit import free_ports
 
 MAX_BODY = 192 * 1024
 

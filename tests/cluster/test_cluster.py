@@ -1,30 +1,22 @@
 """Three real `cfs serve` processes: roles survive leader loss, restarts keep every write.
 
-Each test starts its own cluster (tests/clusterkit.py) and stops every process it started by PID.
+Each test starts its own cluster (tests/support/clusterkit.py) and stops every process it started by PID.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from clusterkit import Cluster
+from support.clusterkit import Cluster
 
 pytestmark = pytest.mark.cluster
 
 API = "/api/v1/clientfailover"
 PRIMARY, SECONDARY = 1, 0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with Cluster(tmp_path) as running:
-        yield running
 
 
 def _post(cluster: Cluster, url: str, body: dict[str, Any], expect: int = 201) -> dict[str, Any]:

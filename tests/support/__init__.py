@@ -1,0 +1,1 @@
+"""Test support: real clusters, network namespaces, heartbeat histories, an OMF receiver, harnesses."""
