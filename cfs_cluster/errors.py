@@ -1,4 +1,10 @@
-"""The one error hierarchy of cfs_cluster.
+"""The server's error hierarchy: every error a CFS node or facet answers with.
+
+A few leaves live next to their one user and subclass these (auth.Unauthorized and
+auth.Forbidden, tokens.InvalidToken, api.identity.OAuthError, ops.backup.BackupError). The
+agent's client-side failures are a separate tree, agent.transport.EndpointError (Unreachable,
+EndpointUnavailable, EndpointNotFound, RateLimited, Refused), named so they cannot be mistaken
+for these.
 
 Every error carries the HTTP status a server should answer with (``status``) and the three
 texts of the CFS ``ErrorResponse`` body (spec §2.1), so one exception handler renders them all.

@@ -1,4 +1,8 @@
-"""Explicit, frozen settings objects. The CLI builds them; nothing else reads the environment."""
+"""Explicit, frozen settings objects, built by the CLI (cli/main.py reads the CFS_* environment for them).
+
+The admin CLIs (cli/client.py) and backup/restore (ops/backup.py) still read their own variables
+(CFS_URL, CFS_USER, CFS_PASSWORD...): moving them here is open (see docs/architecture.md).
+"""
 
 from __future__ import annotations
 

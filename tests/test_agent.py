@@ -26,7 +26,7 @@ from support.clusterkit import Cluster
 from cfs_cluster.agent import AgentSettings, ClientRole, FailoverAgent, HotBuffer, RoleChange
 from cfs_cluster.agent.grant import Grant, RoleAnswer, next_role, parse_role_answer
 from cfs_cluster.agent.tokens import BearerAuth, TokenProvider, discovery_url
-from cfs_cluster.agent.transport import EndpointPool, Unavailable, Unreachable
+from cfs_cluster.agent.transport import EndpointPool, EndpointUnavailable, Unreachable
 
 API = "/api/v1/clientfailover"
 PRIMARY, SECONDARY, PENDING = ClientRole.Primary, ClientRole.Secondary, ClientRole.PendingPrimary
@@ -269,7 +269,7 @@ class TestEndpointPool:
             raise AssertionError("no error")
 
         unavailable = asyncio.run(body(503))
-        assert isinstance(unavailable, Unavailable) and unavailable.retry_after == 2.0
+        assert isinstance(unavailable, EndpointUnavailable) and unavailable.retry_after == 2.0
         assert isinstance(asyncio.run(body(None)), Unreachable)
 
 

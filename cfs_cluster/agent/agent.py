@@ -33,10 +33,10 @@ from cfs_cluster.agent.service import FailoverService, make_client
 from cfs_cluster.agent.settings import AgentSettings, default_session_id
 from cfs_cluster.agent.transport import (
     EndpointError,
+    EndpointNotFound,
     EndpointPool,
-    NotFound,
+    EndpointUnavailable,
     RateLimited,
-    Unavailable,
 )
 from cfs_cluster.protocol.wire import (
     TICKS_PER_SECOND,
@@ -214,7 +214,7 @@ class FailoverAgent:
         try:
             try:
                 await self._register_and_beat()
-            except NotFound:
+            except EndpointNotFound:
                 self._lost_registration()
                 await self._register_and_beat()  # at once, as the adapter does
         except EndpointError as exc:
@@ -277,9 +277,9 @@ class FailoverAgent:
 
     def _retry_delay(self, exc: EndpointError) -> float:
         half = self._timeout / 2
-        if isinstance(exc, RateLimited | Unavailable) and exc.retry_after is not None:
+        if isinstance(exc, RateLimited | EndpointUnavailable) and exc.retry_after is not None:
             return min(max(exc.retry_after, MIN_RETRY), half)
-        if isinstance(exc, Unavailable):
+        if isinstance(exc, EndpointUnavailable):
             return min(1.0, half)  # an election takes about a second
         return half
 
@@ -334,9 +334,11 @@ class FailoverAgent:
             except EndpointError as exc:
                 self._poll_works = False
                 # 404 also means a service without the long-poll (a commercial CFS): be gentle.
-                delay = self._timeout / 2 if isinstance(exc, NotFound) else LONG_POLL_BACKOFF
+                delay = (
+                    self._timeout / 2 if isinstance(exc, EndpointNotFound) else LONG_POLL_BACKOFF
+                )
                 log.debug("Role long-poll failed (%s); next in %.1f s", exc, delay)
-                if isinstance(exc, NotFound):
+                if isinstance(exc, EndpointNotFound):
                     self._poke.set()
                 await asyncio.sleep(min(delay, self._timeout / 2))
                 continue

@@ -4,9 +4,9 @@ Errors the agent acts on, translated here from status codes and httpx exceptions
 
     EndpointError
     ├── Unreachable         no endpoint answered (connection refused, reset, timeout)
-    ├── Unavailable         every endpoint answered 503 (no leader yet); carries Retry-After
+    ├── EndpointUnavailable         every endpoint answered 503 (no leader yet); carries Retry-After
     ├── RateLimited         429; carries Retry-After
-    ├── NotFound            404: the group or session is unknown (re-register)
+    ├── EndpointNotFound            404: the group or session is unknown (re-register)
     └── Refused             any other non-2xx (400, 401, 403, 409, 5xx)
 """
 
@@ -22,10 +22,10 @@ import httpx
 __all__ = [
     "EndpointError",
     "EndpointPool",
-    "NotFound",
+    "EndpointNotFound",
     "RateLimited",
     "Refused",
-    "Unavailable",
+    "EndpointUnavailable",
     "Unreachable",
     "check",
     "session_path",
@@ -49,7 +49,7 @@ class Unreachable(EndpointError):
     """No endpoint could be reached."""
 
 
-class Unavailable(EndpointError):
+class EndpointUnavailable(EndpointError):
     """Every endpoint answered 503."""
 
 
@@ -57,7 +57,7 @@ class RateLimited(EndpointError):
     """The endpoint answered 429 Too Many Requests."""
 
 
-class NotFound(EndpointError):
+class EndpointNotFound(EndpointError):
     """The group or the session is not known to the service."""
 
 
@@ -98,7 +98,7 @@ class EndpointPool:
     ) -> httpx.Response:
         """The first non-503 response of the endpoints, tried once each from the current one.
 
-        Raises Unreachable or Unavailable when every endpoint failed; other statuses are
+        Raises Unreachable or EndpointUnavailable when every endpoint failed; other statuses are
         returned for the caller to judge (``check``).
         """
         last_503: httpx.Response | None = None
@@ -123,7 +123,9 @@ class EndpointPool:
             failures.append(f"{url}: 503")
             self._rotate()
         if last_503 is not None:
-            raise Unavailable("; ".join(failures), status=503, retry_after=retry_after(last_503))
+            raise EndpointUnavailable(
+                "; ".join(failures), status=503, retry_after=retry_after(last_503)
+            )
         raise Unreachable("; ".join(failures))
 
     def _rotate(self) -> None:
@@ -138,7 +140,7 @@ def check(response: httpx.Response, what: str) -> httpx.Response:
     reason = _reason(response)
     message = f"{what}: {status} {reason}".rstrip()
     if status == 404:
-        raise NotFound(message, status=status)
+        raise EndpointNotFound(message, status=status)
     if status == 429:
         raise RateLimited(message, status=status, retry_after=retry_after(response))
     raise Refused(message, status=status)

@@ -48,8 +48,8 @@ def render(exc: CfsError) -> Response:
 def _allowed_methods(request: Request) -> str:
     """Every method the path supports (RFC 9110 §15.5.6).
 
-    Fix: Starlette's Allow header names only the methods of the *first* route whose path
-    matched, so PUT /groups answered "Allow: GET" although POST /groups exists too. Each
+    Not Starlette's Allow header: it names only the methods of the *first* route whose path
+    matched, so PUT /groups would answer "Allow: GET" although POST /groups exists too. Each
     method is tried through the public ``matches`` (included routers are nested objects).
     """
     allowed = []

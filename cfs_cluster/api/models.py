@@ -171,8 +171,8 @@ def _score(raw: Any) -> float:
             raw = None
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise BadRequest("FailoverScore must be a number from 0 to 100.")
-    # Fix: math.isfinite() and the :g format convert to float, which raised OverflowError (a
-    # 500) for a JSON integer too large for a float (e.g. 400 digits); ints compare exactly.
+    # Only floats go through math.isfinite(): it and the :g format convert to float, which
+    # raises OverflowError (a 500) for a JSON integer of e.g. 400 digits; ints compare exactly.
     if isinstance(raw, float) and not math.isfinite(raw):
         raise BadRequest("FailoverScore must be a number from 0 to 100.")
     if not 0 <= raw <= 100:

@@ -297,8 +297,8 @@ def dev_cluster(args: argparse.Namespace) -> int:
 
 def _backup_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`cfs backup` and `cfs restore` (backup.py; docs/operations.md, disaster recovery)."""
+    from cfs_cluster.cli.backup import add_backup_arguments
     from cfs_cluster.cli.client import add_connection_arguments
-    from cfs_cluster.ops.backup import add_backup_arguments
 
     backup = sub.add_parser("backup", help="download a backup of the replicated state (admins)")
     add_connection_arguments(backup)
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cluster":
             return cluster_command(args)
         if args.command in ("backup", "restore"):
-            from cfs_cluster.ops.backup import backup_command, restore_command
+            from cfs_cluster.cli.backup import backup_command, restore_command
 
             return (backup_command if args.command == "backup" else restore_command)(args)
         if args.command == "facet":

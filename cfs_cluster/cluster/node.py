@@ -92,7 +92,7 @@ class Node:
 
     def users(self) -> dict[str, engine.User]:
         # getattr: a snapshot written before users existed unpickles without the field.
-        users: dict[str, engine.User] = getattr(self.replicator.state, "users", {})
+        users: dict[str, engine.User] = self.replicator.state.users
         return users
 
     def _on_applied(self, command: engine.Command, result: engine.Result) -> None:

@@ -18,15 +18,14 @@ import httpx
 
 from cfs_cluster.cluster.replication import Replicator
 from cfs_cluster.errors import CfsError, NotFound, TooManyRequests, Unavailable
-from cfs_cluster.protocol.heartbeat import HeartbeatAnswer, HeartbeatReport
+from cfs_cluster.protocol.heartbeat import RELAY_PATH, HeartbeatAnswer, HeartbeatReport
 from cfs_cluster.protocol.wire import ClientRole
 from cfs_cluster.security.tls import trust_context
 
-__all__ = ["FORWARDED_HEADER", "RELAY_HEADER", "Relay", "relay_token"]
+__all__ = ["FORWARDED_HEADER", "RELAY_HEADER", "RELAY_PATH", "Relay", "relay_token"]
 
 log = logging.getLogger("cfs.forwarding")
 
-RELAY_PATH = "/_cluster/heartbeats"
 RELAY_HEADER = "x-cfs-relay"
 MAX_BATCH = 512
 MAX_IN_FLIGHT = 4  # relay batches outstanding at once (each on its own kept-alive connection)

@@ -1,4 +1,4 @@
-"""The Raft adapter: the only module that imports pysyncobj.
+"""The Raft adapter: the one module that runs pysyncobj (ops/backup.py only reads its dump format).
 
 Engine commands go in, engine results come out. pysyncobj runs its own tick thread; applies and
 callbacks happen there, and results are handed to the asyncio loop with

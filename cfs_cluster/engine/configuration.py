@@ -68,10 +68,6 @@ class HealthEndpoint(Upgradable):
     token_endpoint: str | None = None
     validate_certificate: bool = True
 
-    @property
-    def uses_client_credentials(self) -> bool:
-        return self.client_id is not None
-
 
 @dataclass(frozen=True)
 class GlobalConfig(Upgradable):
@@ -87,10 +83,9 @@ class GlobalConfig(Upgradable):
         return None
 
 
-def current(state: object) -> GlobalConfig:
-    """The configuration of a ClusterState (a snapshot older than this module has none)."""
-    config = getattr(state, "config", None)
-    return config if isinstance(config, GlobalConfig) else GlobalConfig()
+def current(state: ClusterState) -> GlobalConfig:
+    """The configuration of a ClusterState (Upgradable fills it in on an older snapshot)."""
+    return state.config
 
 
 # --------------------------------------------------------------------------- parsing
@@ -299,14 +294,8 @@ class DeleteHealthEndpoint(Command):
     endpoint_id: str
 
 
-def _config(state: ClusterState) -> GlobalConfig:
-    # getattr: a snapshot written before the configuration existed unpickles without it.
-    config = getattr(state, "config", None)
-    return config if isinstance(config, GlobalConfig) else GlobalConfig()
-
-
 def _set_configuration(state: ClusterState, cmd: SetConfiguration) -> Result:
-    config = _config(state)
+    config = state.config
     if cmd.log_level is not None:
         config = replace(config, log_level=cmd.log_level)
     if cmd.health_endpoints is not None:
@@ -316,7 +305,7 @@ def _set_configuration(state: ClusterState, cmd: SetConfiguration) -> Result:
 
 
 def _add_health_endpoints(state: ClusterState, cmd: AddHealthEndpoints) -> Result:
-    config = _config(state)
+    config = state.config
     existing = {e.id.lower() for e in config.health_endpoints}
     clash = [e.id for e in cmd.endpoints if e.id.lower() in existing]
     if clash:
@@ -326,7 +315,7 @@ def _add_health_endpoints(state: ClusterState, cmd: AddHealthEndpoints) -> Resul
 
 
 def _update_health_endpoint(state: ClusterState, cmd: UpdateHealthEndpoint) -> Result:
-    config = _config(state)
+    config = state.config
     wanted = cmd.endpoint.id.lower()
     if not any(e.id.lower() == wanted for e in config.health_endpoints):
         return Result(
@@ -340,7 +329,7 @@ def _update_health_endpoint(state: ClusterState, cmd: UpdateHealthEndpoint) -> R
 
 
 def _delete_health_endpoint(state: ClusterState, cmd: DeleteHealthEndpoint) -> Result:
-    config = _config(state)
+    config = state.config
     wanted = cmd.endpoint_id.lower()
     kept = tuple(e for e in config.health_endpoints if e.id.lower() != wanted)
     if len(kept) == len(config.health_endpoints):

@@ -23,8 +23,8 @@ HANDLERS: Mapping[type[Command], Handler] = {
 
 def apply(state: ClusterState, command: Command) -> Result:
     """Apply one committed command. Total: any unexpected failure becomes an INVALID result."""
-    # Fix: this lookup ran outside any guard, so a log entry that is not a Command (no
-    # request_id) or has an unhashable request_id raised AttributeError/TypeError here.
+    # Guarded too: a log entry that is not a Command (no request_id) or has an unhashable
+    # request_id would raise AttributeError/TypeError here and wedge every replica.
     try:
         earlier = state.applied.get(command.request_id)
     except Exception as exc:

@@ -21,26 +21,20 @@ docs/operations.md, "Backup, restore and disaster recovery".
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import io
 import json
 import os
 import pickle
-import sys
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from cfs_cluster import __version__, engine
-from cfs_cluster.cli.client import connect, reason
 from cfs_cluster.errors import BadRequest
-from cfs_cluster.settings import DEFAULT_RAFT_PORT, parse_address
 
 __all__ = [
     "BACKUP_PATH",
@@ -48,11 +42,10 @@ __all__ = [
     "Backup",
     "BackupError",
     "BackupInfo",
-    "backup_command",
     "encode_backup",
     "read_backup",
-    "restore_command",
     "seed_data_dir",
+    "write_atomic",
 ]
 
 BACKUP_PATH = "/api/v1/cluster/backup"
@@ -232,12 +225,12 @@ def seed_data_dir(backup: Backup, data_dir: Path, raft: str, peers: tuple[str, .
     except OSError as exc:
         raise BackupError(f"Cannot create {data_dir}: {exc.strerror or exc}.") from None
     target = data_dir / "raft.dump"
-    _write_atomic(target, gzip.compress(pickle.dumps(dump), mtime=0))
+    write_atomic(target, gzip.compress(pickle.dumps(dump), mtime=0))
     _check_dump(target, index + 1)
     return target
 
 
-def _write_atomic(path: Path, content: bytes) -> None:
+def write_atomic(path: Path, content: bytes) -> None:
     try:
         _replace_file(path, content)
     except OSError as exc:
@@ -273,81 +266,3 @@ def _check_dump(path: Path, last_index: int) -> None:
     if not ok:
         path.unlink()
         raise BackupError(f"{path} did not read back as a pysyncobj dump; nothing was restored.")
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_backup_arguments(backup: argparse.ArgumentParser, restore: argparse.ArgumentParser) -> None:
-    """Arguments of `cfs backup` (connection arguments added by the caller) and `cfs restore`."""
-    backup.add_argument("--out", required=True, help="file to write (mode 0600; holds secrets)")
-    restore.add_argument(
-        "--in", dest="in_file", required=True, help="backup file written by `cfs backup`"
-    )
-    restore.add_argument(
-        "--check", action="store_true", help="only verify the file and print what it holds"
-    )
-    restore.add_argument(
-        "--data-dir",
-        default=os.environ.get("CFS_DATA_DIR"),
-        help="the new node's EMPTY data directory [CFS_DATA_DIR]",
-    )
-    restore.add_argument(
-        "--raft",
-        default=os.environ.get("CFS_RAFT"),
-        help="the new node's Raft HOST:PORT, exactly as given to `cfs serve --raft` [CFS_RAFT]",
-    )
-    restore.add_argument(
-        "--peers",
-        default=os.environ.get("CFS_PEERS", ""),
-        help="the other new members' Raft HOST:PORT, as given to `cfs serve --peers`; "
-        "empty = a one-node cluster to grow with `cfs cluster add-node` [CFS_PEERS]",
-    )
-
-
-def backup_command(args: argparse.Namespace) -> int:
-    """`cfs backup`: fetch, verify, write atomically."""
-    with connect(args, timeout=60) as client:
-        try:
-            response = client.get(args.url.rstrip("/") + BACKUP_PATH)
-        except httpx.HTTPError as exc:
-            print(f"cfs backup: cannot reach {args.url}: {exc}", file=sys.stderr)
-            return 1
-    if response.status_code != 200:
-        print(f"cfs backup: {response.status_code} {reason(response)}", file=sys.stderr)
-        return 1
-    backup = read_backup(response.content)  # a damaged transfer never becomes a file
-    out = Path(args.out)
-    _write_atomic(out, response.content)
-    print(f"Wrote {out} ({len(response.content)} bytes): {backup.summary()}")
-    return 0
-
-
-def restore_command(args: argparse.Namespace) -> int:
-    """`cfs restore`: verify a backup and seed one node's empty data directory from it."""
-    try:
-        data = Path(args.in_file).read_bytes()
-    except OSError as exc:
-        raise BackupError(f"Cannot read {args.in_file}: {exc.strerror}.") from None
-    backup = read_backup(data)
-    if args.check:
-        print(f"OK: {backup.summary()}")
-        return 0
-    if not args.data_dir or not args.raft:
-        raise BackupError("--data-dir and --raft are required (or use --check).")
-    raft = "{}:{}".format(*parse_address(args.raft, DEFAULT_RAFT_PORT))
-    peers = tuple(
-        "{}:{}".format(*parse_address(p, DEFAULT_RAFT_PORT))
-        for p in args.peers.split(",")
-        if p.strip()
-    )
-    target = seed_data_dir(backup, Path(args.data_dir), raft, peers)
-    print(f"Restored {backup.summary()}")
-    if peers:
-        print(f"into {target}. Start it with: cfs serve --raft {raft} --peers {','.join(peers)}")
-    else:
-        print(
-            f"into {target}. Start it alone (no --peers) with: cfs serve --raft {raft}; then "
-            "start each other member with an empty data dir and add it: cfs cluster add-node"
-        )
-    return 0

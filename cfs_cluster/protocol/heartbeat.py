@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 from cfs_cluster.protocol.wire import ClientRole
 
-__all__ = ["HeartbeatAnswer", "HeartbeatReport"]
+__all__ = ["RELAY_PATH", "HeartbeatAnswer", "HeartbeatReport"]
+
+# Where a follower posts batches of heartbeats to the leader (cluster/relay.py); public to auth,
+# because the relay checks its own token.
+RELAY_PATH = "/_cluster/heartbeats"
 
 
 @dataclass(frozen=True)

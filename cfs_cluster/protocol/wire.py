@@ -65,15 +65,15 @@ class RoleOverride(IntEnum):
 _TIMESPAN = re.compile(
     r"^\s*(?P<sign>-)?(?:(?P<days>\d{1,8})\.)?(?P<h>\d{1,2}):(?P<m>\d{1,2})"
     r"(?::(?P<s>\d{1,2})(?:\.(?P<frac>\d{1,7}))?)?\s*$",
-    # Fix: ASCII digits only; without re.ASCII, \d also matches e.g. Arabic-Indic or
-    # full-width digits, which int() accepts, so "٠٠:٠١:٠٠" parsed as one minute.
+    # ASCII digits only: without re.ASCII, \d also matches e.g. Arabic-Indic or full-width
+    # digits, which int() accepts, so "٠٠:٠١:٠٠" would parse as one minute.
     re.ASCII,
 )
 _DATETIME = re.compile(
     r"^\s*(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[Tt ](?P<h>\d{2}):(?P<mi>\d{2})"
     r"(?::(?P<s>\d{2})(?:\.(?P<frac>\d{1,7}))?)?"
     r"(?P<tz>[Zz]|[+-]\d{2}:?\d{2})?\s*$",
-    re.ASCII,  # Fix: ASCII digits only (see _TIMESPAN).
+    re.ASCII,  # ASCII digits only (see _TIMESPAN)
 )
 _INTEGER = re.compile(r"-?[0-9]{1,18}")  # bounded: int() refuses over 4300 digits
 
@@ -85,7 +85,7 @@ def parse_timespan(value: object, field: str) -> int:
             f'{field} must be a TimeSpan such as "00:01:00".', parameters={field: str(value)}
         )
     if isinstance(value, int | float):
-        # Fix: the range test comes first; math.isfinite() raised OverflowError (not BadRequest)
+        # The range test comes first: math.isfinite() raises OverflowError (not BadRequest)
         # for an int too large for a float, such as a JSON number of 400 digits.
         if abs(value) > 10_675_199 * 86_400 or not math.isfinite(value):
             raise BadRequest(f"{field} is out of range.", parameters={field: str(value)})
@@ -111,8 +111,8 @@ def parse_timespan(value: object, field: str) -> int:
         + int(frac or 0)
     )
     ticks = -ticks if match["sign"] else ticks
-    # Fix: a string beyond TimeSpan's range (e.g. "99999999.00:00:00") was accepted, although
-    # the numeric form has a range check and .NET refuses it with an OverflowException.
+    # The text form has TimeSpan's range too (e.g. "99999999.00:00:00" is refused), as the
+    # numeric form has and as .NET refuses it with an OverflowException.
     if not _MIN_TIMESPAN_TICKS <= ticks <= _MAX_TIMESPAN_TICKS:
         raise BadRequest(f"{field} '{value}' is out of range.", parameters={field: value})
     return ticks
@@ -159,7 +159,7 @@ def parse_datetime(value: object, field: str) -> int:
     tz = match["tz"]
     if tz and tz not in ("Z", "z"):
         offset_hours, offset_mins = int(tz[1:3]), int(tz[-2:])
-        # Fix: offsets such as "+00:99" or "+99:00" were accepted and silently shifted the time.
+        # An offset such as "+00:99" or "+99:00" would silently shift the time: refuse it.
         if offset_hours > 23 or offset_mins > 59:
             raise BadRequest(
                 f"{field} '{value}' has an offset out of range.", parameters={field: value}
@@ -203,8 +203,8 @@ def parse_enum(enum: type[E], value: object, field: str) -> E:
         for member in enum:
             if member.name.lower() == text.lower():
                 return member
-        # Fix: was text.lstrip("-").isdigit(), true for "--1" and "²", which int() then
-        # refused with ValueError (a 500 instead of a 400).
+        # A strict pattern, not str.isdigit(): that is true for "--1" (after lstrip) and "²",
+        # which int() refuses with ValueError (a 500 instead of a 400).
         if _INTEGER.fullmatch(text):
             value = int(text)
     if isinstance(value, int) and not isinstance(value, bool):

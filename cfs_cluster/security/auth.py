@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cfs_cluster import engine
-from cfs_cluster.cluster.relay import RELAY_PATH
 from cfs_cluster.errors import BadRequest, CfsError, TooManyRequests
+from cfs_cluster.protocol.heartbeat import RELAY_PATH
 from cfs_cluster.security.tokens import InvalidToken, Principal, TokenService
 from cfs_cluster.settings import SecuritySettings
 
@@ -52,7 +52,6 @@ __all__ = [
 
 USERS = "users"
 ADMINISTRATORS = engine.ADMINISTRATORS
-ROLES = (USERS, ADMINISTRATORS)
 _ROLE_ALIASES = {
     "users": USERS,
     "user": USERS,

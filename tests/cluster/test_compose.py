@@ -30,7 +30,7 @@ from cfs_cluster.cli import main as cli
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to parse docker-compose.yml")
 
-COMPOSE = Path(__file__).resolve().parent.parent / "compose"
+COMPOSE = Path(__file__).resolve().parents[2] / "compose"
 API_PORT, RAFT_PORT = 5590, 5690
 HAPROXY = shutil.which("haproxy")
 NO_HAPROXY = "haproxy binary not installed (apt-get install haproxy; .ci/run installs it)"
