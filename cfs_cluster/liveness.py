@@ -16,7 +16,7 @@ import heapq
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from . import engine
@@ -25,7 +25,7 @@ from .replication import Replicator
 from .settings import FailoverSettings, RaftSettings
 from .wire import TICKS_PER_SECOND, ClientRole, ticks_from_unix
 
-__all__ = ["Coordinator", "HeartbeatAnswer", "HeartbeatReport"]
+__all__ = ["Coordinator", "GroupLiveness", "HeartbeatAnswer", "HeartbeatReport"]
 
 log = logging.getLogger("cfs.failover")
 
@@ -52,6 +52,15 @@ class HeartbeatAnswer:
     epoch: int
     valid_for: int  # ticks the adapter may act on a Primary grant, from when it sent
     timeout: int  # the group's FailoverTimeout in ticks
+
+
+@dataclass(frozen=True)
+class GroupLiveness:
+    """What the deciding leader knows of a group now, beyond the replicated state: the
+    primary's last data time and each heard session's last heartbeat."""
+
+    last_data_processed: int  # UTC ticks, 0 = none heard in this term
+    heartbeats: dict[str, engine.HeartbeatRecord]
 
 
 class Coordinator:
@@ -258,6 +267,25 @@ class Coordinator:
         if role == ClientRole.Primary:
             valid_for = int(group.timeout * self._failover.validity_fraction)
         return HeartbeatAnswer(role, ldpt, group.epoch, valid_for, group.timeout)
+
+    def liveness(self, group_ids: Collection[str]) -> dict[str, GroupLiveness] | None:
+        """The live liveness of the groups that exist, as this leader knows it now; None
+        unless this node decides (a follower, or a leader whose term is not open yet)."""
+        if not self._leading:
+            return None
+        groups = self._replicator.state.groups
+        result = {}
+        for group_id in group_ids:
+            group = groups.get(group_id)
+            if group is None:
+                continue
+            heard = {
+                sid: record
+                for sid in group.sessions
+                if (record := self._records.get((group_id, sid))) is not None
+            }
+            result[group_id] = GroupLiveness(self._group_times.get(group_id, 0), heard)
+        return result
 
     # ----------------------------------------------------------------- decisions
 

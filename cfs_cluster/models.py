@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from . import engine
 from .errors import BadRequest
-from .liveness import HeartbeatAnswer
+from .liveness import GroupLiveness, HeartbeatAnswer
 from .wire import (
     TICKS_PER_SECOND,
     ClientRole,
@@ -253,8 +253,11 @@ def group_json(group: engine.Group) -> dict[str, Any]:
     }
 
 
-def session_json(group: engine.Group, session: engine.Session) -> dict[str, Any]:
-    hb = session.heartbeat
+def session_json(
+    group: engine.Group, session: engine.Session, live: GroupLiveness | None = None
+) -> dict[str, Any]:
+    """``live``: the deciding leader's liveness; without it, the last checkpoint's."""
+    hb = session.heartbeat if live is None else live.heartbeats.get(session.id, session.heartbeat)
     return {
         "Id": session.id,
         "Name": session.name,
@@ -277,13 +280,12 @@ def session_json(group: engine.Group, session: engine.Session) -> dict[str, Any]
     }
 
 
-def status_json(group: engine.Group) -> dict[str, Any]:
+def status_json(group: engine.Group, live: GroupLiveness | None = None) -> dict[str, Any]:
+    ldpt = max(group.last_data_processed, live.last_data_processed if live else 0)
     return {
         "Primary": group.primary,
         "PendingPrimary": group.pending,
-        "LastDataProcessedTime": format_datetime(group.last_data_processed)
-        if group.last_data_processed
-        else None,
+        "LastDataProcessedTime": format_datetime(ldpt) if ldpt else None,
         "Epoch": group.epoch,
     }
 

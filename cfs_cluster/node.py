@@ -19,6 +19,7 @@ from .membership import Membership
 from .metrics import Metrics, MetricsSource
 from .omf import HealthEgress, HealthSource
 from .ratelimit import HeartbeatLimiter
+from .reads import Reads
 from .replication import Replicator
 from .settings import Settings
 from .tls import certificate_status
@@ -55,8 +56,18 @@ class Node:
             settings.failover.relay_linger,
             settings.request_timeout,
         )
+        # A probe round a majority cannot answer within an election timeout falls back to a
+        # no-op write (reads.py): those voters are as good as gone, or of an older version.
+        self.reads = Reads(
+            self.replicator,
+            self.coordinator,
+            self.relay,
+            settings.request_timeout,
+            probe_timeout=settings.raft.min_timeout,
+        )
         self._publish_task: asyncio.Task[None] | None = None
         self.auth = Authenticator(self.users, settings.security)
+        self.auth.recheck = self.reads.barrier  # unknown credentials may be replication lag
         self.heartbeat_limiter = HeartbeatLimiter(
             settings.failover.heartbeat_rate_limit, settings.security.heartbeat_burst
         )

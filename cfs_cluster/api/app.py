@@ -12,7 +12,7 @@ from starlette.types import ASGIApp
 
 from .. import __version__
 from ..errors import CfsError
-from ..forwarding import RELAY_PATH
+from ..forwarding import READ_PATH, RELAY_PATH
 from ..node import Node
 from ..tokens import TokenService
 from . import (
@@ -75,6 +75,6 @@ def create_app(node: Node) -> ASGIApp:
     def templates() -> list[str]:
         # Included routers are nested objects in current FastAPI; the OpenAPI document lists
         # every public path template with its prefix already applied.
-        return [*app.openapi()["paths"].keys(), RELAY_PATH]
+        return [*app.openapi()["paths"].keys(), RELAY_PATH, READ_PATH]
 
     return FrontDoor(app, node, templates)
