@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from clusterkit import Cluster
 
 ROUNDS = 50
