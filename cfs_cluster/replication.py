@@ -308,6 +308,12 @@ class Replicator:
         obj = self._obj
         if obj is None:
             return
+        try:
+            self._tick_reads(obj)
+        except Exception:  # the tick thread must survive (e.g. a loop closed at shutdown)
+            log.exception("read-index tick failed")
+
+    def _tick_reads(self, obj: SyncObj) -> None:
         with self._tick_lock:
             requests, self._probe_requests = self._probe_requests, []
             applied = obj.raftLastApplied
