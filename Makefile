@@ -39,7 +39,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 # Benchmarks (issue 6, docs/benchmarks.md). Select items with BENCH="throughput capacity failover
-# leaderkill"; extra options with BENCH_ARGS (e.g. --duration 5).
+# leaderkill reads"; extra options with BENCH_ARGS (e.g. --duration 5).
 BENCH ?=
 BENCH_ARGS ?=
 bench: $(STAMP)

@@ -48,6 +48,7 @@ def markdown(results: dict[str, Any], images: list[str]) -> str:
         "capacity": _capacity,
         "failover": _failover,
         "leaderkill": _leaderkill,
+        "reads": _reads,
     }
     for name, render in sections.items():
         if name in items:
@@ -342,3 +343,24 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         images.append("benchmarks/failover.png")
     return images
+
+
+def _reads(r: dict[str, Any], source: str) -> str:
+    rows = [
+        [
+            f"{role}, {mode}",
+            num(r[f"{role}_{mode}"]["rps"]),
+            num(r[f"{role}_{mode}"].get("p99_ms", 0), 1),
+            num(r[f"{role}_{mode}"]["non_2xx"]),
+        ]
+        for role in ("leader", "follower")
+        for mode in ("consistent", "stale")
+    ]
+    return (
+        f"## 5. Consistent vs stale reads (run {source})\n\n"
+        f"`GET` of a group and of a session list over {num(r['groups'])} groups, `wrk -t1 -c32`; "
+        "consistent = the default (a batched ReadIndex round), stale = `?stale=true`. "
+        f"Consistent/stale: leader {r['leader_consistent_vs_stale']}, "
+        f"follower {r['follower_consistent_vs_stale']}.\n\n"
+        + table(["node, mode", "reads/s", "p99 (ms)", "non-2xx"], rows)
+    )

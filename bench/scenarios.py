@@ -578,9 +578,36 @@ def _kill_summary(
     }
 
 
+# ---------------------------------------------------------------------- reads (issue 14)
+
+READ_GROUPS = 200
+
+
+def reads(ctx: Context) -> dict[str, Any]:
+    """Group and session-list reads/s and p99, linearizable (the default: a ReadIndex round
+    per batch, through the leader on a follower) against ``?stale=true``, leader vs follower."""
+    with systems.CfsCluster(ctx.work / "cfs-reads") as cluster:
+        sessions, _ = cluster.register(READ_GROUPS, "00:00:15")
+        leader = cluster.leader_index()
+        follower = cluster.follower_index(leader)
+        paths = [f"{systems.API}/groups/{g}" for g, _ in sessions[::2]]
+        paths += [f"{systems.API}/groups/{g}/clientsessions" for g, _ in sessions[::2]]
+        random.Random(2).shuffle(paths)
+        result: dict[str, Any] = {"groups": READ_GROUPS}
+        for role, index in (("leader", leader), ("follower", follower)):
+            for mode, query in (("consistent", ""), ("stale", "?stale=true")):
+                requests = [("GET", path + query, b"") for path in paths]
+                result[f"{role}_{mode}"] = measure.wrk(cluster.port(index), requests, ctx.duration)
+        for role in ("leader", "follower"):
+            stale, consistent = result[f"{role}_stale"]["rps"], result[f"{role}_consistent"]["rps"]
+            result[f"{role}_consistent_vs_stale"] = round(consistent / stale, 2) if stale else None
+        return result
+
+
 ITEMS = {
     "throughput": throughput,
     "capacity": capacity,
     "failover": failover,
     "leaderkill": leaderkill,
+    "reads": reads,
 }

@@ -1,4 +1,5 @@
--- Cycle through a file of "PATH<TAB>BODY" lines, one POST per line, on kept-alive connections.
+-- Cycle through a file of "PATH<TAB>BODY" lines, one POST per line (a GET when BODY is empty),
+-- on kept-alive connections.
 -- Usage: wrk -t1 -c32 -d10s -s wrk_cycle.lua http://host:port -- requests.tsv
 local requests = {}
 local index = 0
@@ -8,7 +9,11 @@ function init(args)
   local headers = { ["Content-Type"] = "application/json" }
   for line in file:lines() do
     local path, body = line:match("^([^\t]*)\t(.*)$")
-    requests[#requests + 1] = wrk.format("POST", path, headers, body)
+    if body == "" then
+      requests[#requests + 1] = wrk.format("GET", path)
+    else
+      requests[#requests + 1] = wrk.format("POST", path, headers, body)
+    end
   end
   file:close()
   -- threads start at different offsets so they do not hit the same session together

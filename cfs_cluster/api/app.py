@@ -24,8 +24,8 @@ from cfs_cluster.api import (
 from cfs_cluster.api.errors import install_error_handlers, render
 from cfs_cluster.api.frontdoor import FrontDoor
 from cfs_cluster.cluster.node import Node
-from cfs_cluster.cluster.relay import RELAY_PATH
 from cfs_cluster.errors import CfsError
+from cfs_cluster.protocol.heartbeat import READ_PATH, RELAY_PATH
 from cfs_cluster.security.tokens import TokenService
 
 __all__ = ["create_app"]
@@ -75,6 +75,6 @@ def create_app(node: Node) -> ASGIApp:
     def templates() -> list[str]:
         # Included routers are nested objects in current FastAPI; the OpenAPI document lists
         # every public path template with its prefix already applied.
-        return [*app.openapi()["paths"].keys(), RELAY_PATH]
+        return [*app.openapi()["paths"].keys(), RELAY_PATH, READ_PATH]
 
     return FrontDoor(app, node, templates)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import time
 from typing import Any
@@ -28,7 +29,7 @@ from cfs_cluster.api.models import (
     session_json,
     status_json,
 )
-from cfs_cluster.api.requests import node_of, request_id
+from cfs_cluster.api.requests import group_liveness, node_of, request_id
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import BadRequest, NotFound, Unavailable
 from cfs_cluster.protocol.bodies import ErrorResponse, load_json
@@ -72,16 +73,25 @@ async def info() -> dict[str, str]:
     return {"Version": __version__}
 
 
-@router.get("/groups", summary="List failover groups", responses=_ERRORS)
+@router.get("/groups", summary="List failover groups (ordered by Id)", responses=_ERRORS)
 async def list_groups(
     request: Request,
     skip: int = Query(0, ge=0),
     count: int = Query(100, ge=0, le=MAX_PAGE),
+    after: str | None = Query(
+        None, description="Only groups whose Id sorts after this one (a walk that never skips)"
+    ),
 ) -> Response:
+    # Ordered by Id, never by insertion: every node orders alike, and a re-created group
+    # does not move. ``after`` (the last Id of the previous page) pages by key, so a walk
+    # over a changing set neither repeats nor skips a group that existed throughout.
     with node_of(request).replicator.read() as state:
-        groups = list(state.groups.values())
-        page = [group_json(g) for g in groups[skip : skip + count]]
-    return JSONResponse(page, headers={"Total-Count": str(len(groups))})
+        ids = sorted(state.groups)
+        total = len(ids)
+        if after is not None:
+            ids = ids[bisect.bisect_right(ids, after) :]
+        page = [group_json(state.groups[g]) for g in ids[skip : skip + count]]
+    return JSONResponse(page, headers={"Total-Count": str(total)})
 
 
 @router.post(
@@ -128,14 +138,15 @@ async def delete_group(request: Request, group_id: str) -> Response:
     "/groups/{group_id}/status", summary="Primary, pending primary and data time", responses=_ERRORS
 )
 async def group_status(request: Request, group_id: str) -> dict[str, Any]:
-    return status_json(_group(node_of(request), group_id))
+    return status_json(_group(node_of(request), group_id), group_liveness(request, group_id))
 
 
 @router.get("/groups/{group_id}/clientsessions", summary="List client sessions", responses=_ERRORS)
 async def list_sessions(request: Request, group_id: str) -> list[dict[str, Any]]:
+    live = group_liveness(request, group_id)
     with node_of(request).replicator.read():
         group = _group(node_of(request), group_id)
-        return [session_json(group, s) for s in group.sessions.values()]
+        return [session_json(group, s, live) for s in group.sessions.values()]
 
 
 @router.post(
@@ -169,7 +180,7 @@ async def create_session(request: Request, group_id: str) -> Response:
 )
 async def get_session(request: Request, group_id: str, session_id: str) -> dict[str, Any]:
     group = _group(node_of(request), group_id)
-    return session_json(group, _session(group, session_id))
+    return session_json(group, _session(group, session_id), group_liveness(request, group_id))
 
 
 @router.delete(

@@ -15,6 +15,7 @@ from cfs_cluster.cluster.membership import HANDED_OVER, MemberChange
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.cluster.relay import (
     FORWARDED_HEADER,
+    READ_PATH,
     RELAY_HEADER,
     RELAY_PATH,
     decode_report,
@@ -204,13 +205,32 @@ def _change_body(change: MemberChange) -> dict[str, Any]:
     }
 
 
-@router.post(RELAY_PATH, include_in_schema=False)
-async def relay(request: Request) -> Response:
-    """Heartbeats relayed by a follower, answered one by one in the same order."""
+def _member_node(request: Request) -> Node:
+    """The node, if the caller proved it is a member (the relay token); every internal
+    ``/_cluster/`` route starts here. Anyone else is told the path does not exist."""
     node = node_of(request)
     token = request.headers.get(RELAY_HEADER, "")
     if not hmac.compare_digest(token, node.relay_token):
         raise NotFound("No resource exists at this path.")
+    return node
+
+
+@router.post(READ_PATH, include_in_schema=False)
+async def member_read(request: Request) -> Response:
+    """A follower's read barrier: the commit index confirmed in this leader's term, and the
+    live liveness of the groups the follower is about to show (reads.py)."""
+    node = _member_node(request)
+    body = load_json(await request.body())
+    groups = body.get("Groups") if isinstance(body, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise BadRequest("Groups must be a list of group ids.")
+    return JSONResponse(await node.reads.for_follower(groups))
+
+
+@router.post(RELAY_PATH, include_in_schema=False)
+async def relay(request: Request) -> Response:
+    """Heartbeats relayed by a follower, answered one by one in the same order."""
+    node = _member_node(request)
     items = load_json(await request.body())
     if not isinstance(items, list):
         return JSONResponse({"error": "batch must be a list"}, status_code=400)

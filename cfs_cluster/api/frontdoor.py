@@ -7,6 +7,8 @@
   optional trailing slash, and rewritten to the canonical path: answered, never redirected
   (spec §10 items 1 and 2). Ids keep their own casing.
 - Bodies larger than the limit are refused with 413 before they are read in full.
+- Reads of replicated state (GET) first pass a read barrier (reads.py) unless ``?stale=true``;
+  the view they may answer from travels in the request state (``api.requests.read_view``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cfs_cluster.api.errors import error_response_parts
 from cfs_cluster.api.models import HeartbeatBody, check_id, heartbeat_payload
+from cfs_cluster.api.requests import READ_VIEW
 from cfs_cluster.cluster.node import Node
+from cfs_cluster.cluster.reads import ReadView, parse_stale
 from cfs_cluster.errors import CfsError, PayloadTooLarge
 from cfs_cluster.protocol.bodies import load_json
 from cfs_cluster.protocol.heartbeat import HeartbeatReport
@@ -30,6 +34,20 @@ HEARTBEAT_PATH = re.compile(
     r"^/api/v1/clientfailover/groups/([^/]+)/clientsessions/([^/]+)/heartbeat/?$", re.IGNORECASE
 )
 _JSON_HEADERS = [(b"content-type", b"application/json; charset=utf-8")]
+# GETs under these prefixes read replicated state and are linearizable by default; the rest
+# (health, readiness, metrics, cluster status, API docs, OAuth discovery) describe this node.
+_CONSISTENT_PREFIXES = (
+    "/api/v1/clientfailover",
+    "/api/v1/users",
+    "/api/v1/clients",
+    "/api/v1/identity",
+    "/api/v1/configuration",
+)
+# Views that show liveness, which only the deciding leader knows live.
+_LIVENESS_VIEW = re.compile(
+    r"^/api/v1/clientfailover/groups/([^/]+)/(?:status|clientsessions(?:/[^/]+)?)/?$",
+    re.IGNORECASE,
+)
 
 
 class FrontDoor:
@@ -58,11 +76,20 @@ class FrontDoor:
         except CfsError as exc:
             await _send_error(send, exc, refusal_headers(exc))
             return
-        if scope["method"] == "POST":
+        method = scope["method"]
+        if method == "POST":
             match = HEARTBEAT_PATH.match(path)
             if match is not None:
                 await self._heartbeat(match[1], match[2], receive, send)
                 return
+        elif method in ("GET", "HEAD") and path.lower().startswith(_CONSISTENT_PREFIXES):
+            try:
+                view = await self._read_view(path, scope.get("query_string", b""))
+            except CfsError as exc:
+                await _send_error(send, exc)
+                return
+            scope = dict(scope, state={**scope.get("state", {}), READ_VIEW: view})
+            send = _with_headers(send, view.headers())
         scope = dict(scope, path=self._canonical(path))
         await self.app(scope, _limited(receive, self.max_body), send)
 
@@ -77,6 +104,15 @@ class FrontDoor:
                 values = iter(match.groups())
                 return "/".join(next(values) if p is None else p for p in parts)
         return path
+
+    # ----------------------------------------------------------------- reads
+
+    async def _read_view(self, path: str, query_string: bytes) -> ReadView:
+        match = _LIVENESS_VIEW.match(path)
+        groups = [match[1]] if match is not None else []
+        if parse_stale(query_string):
+            return self.node.reads.stale(groups)
+        return await self.node.reads.consistent(groups)
 
     # ----------------------------------------------------------------- heartbeat
 
@@ -158,6 +194,15 @@ def _limited(receive: Receive, limit: int) -> Receive:
         if seen > limit:
             raise PayloadTooLarge(f"The body is larger than {limit} bytes.")
         return message
+
+    return wrapped
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = dict(message, headers=[*message.get("headers", []), *extra])
+        await send(message)
 
     return wrapped
 

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from cfs_cluster import engine
 from cfs_cluster.api.requests import node_of
 from cfs_cluster.cluster.node import Node
-from cfs_cluster.errors import CfsError, TooManyRequests
+from cfs_cluster.errors import CfsError, TooManyRequests, Unavailable
 from cfs_cluster.protocol.bodies import ErrorResponse
 from cfs_cluster.security.auth import verify_known
 from cfs_cluster.security.tokens import TokenService, new_signing_key
@@ -144,9 +144,8 @@ async def _token(request: Request, node: Node, source: str) -> dict[str, Any]:
         node.auth.check_backoff(source)
     except TooManyRequests as exc:
         raise _too_many(exc) from None
-    client = node.replicator.state.clients.get(client_id)
-    stored = client.secret_hash if client is not None else None
-    if client is None or not await asyncio.to_thread(verify_known, secret, stored):
+    client = await _verified_client(node, client_id, secret)
+    if client is None:
         node.auth.record_failure(source)
         node.metrics.observe_auth_failure("bad_credentials")
         raise OAuthError("invalid_client", "The client id or secret is wrong.", 401)
@@ -156,6 +155,26 @@ async def _token(request: Request, node: Node, source: str) -> dict[str, Any]:
     access_token = tokens.issue(client, f"{_base_url(request, node)}/identity", key)
     log.info("Issued an access token to client '%s' (key %s).", client.client_id, key.kid)
     return {"access_token": access_token, "token_type": "Bearer", "expires_in": tokens.lifetime}
+
+
+async def _verified_client(node: Node, client_id: str, secret: str) -> engine.OAuthClient | None:
+    """The client if ``secret`` is its secret. A client unknown here, or whose secret does not
+    match, is looked up again after a read barrier: it may have been created or given a new
+    secret through another node moments ago."""
+    client = node.replicator.state.clients.get(client_id)
+    stored = client.secret_hash if client is not None else None
+    if await asyncio.to_thread(verify_known, secret, stored):
+        return client
+    try:
+        await node.reads.barrier()
+    except Unavailable as exc:
+        error = OAuthError("temporarily_unavailable", exc.reason, 503)
+        error.retry_after = exc.retry_after
+        raise error from None
+    fresh = node.replicator.state.clients.get(client_id)
+    if fresh is None or fresh.secret_hash == stored:
+        return None
+    return fresh if await asyncio.to_thread(verify_known, secret, fresh.secret_hash) else None
 
 
 def _form(content_type: str, body: bytes) -> dict[str, str]:

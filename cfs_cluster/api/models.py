@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from cfs_cluster import engine
+from cfs_cluster.cluster.liveness import GroupLiveness
 from cfs_cluster.errors import BadRequest
 from cfs_cluster.protocol.bodies import load_json
 from cfs_cluster.protocol.heartbeat import HeartbeatAnswer
@@ -224,8 +225,11 @@ def group_json(group: engine.Group) -> dict[str, Any]:
     }
 
 
-def session_json(group: engine.Group, session: engine.Session) -> dict[str, Any]:
-    hb = session.heartbeat
+def session_json(
+    group: engine.Group, session: engine.Session, live: GroupLiveness | None = None
+) -> dict[str, Any]:
+    """``live``: the deciding leader's liveness; without it, the last checkpoint's."""
+    hb = session.heartbeat if live is None else live.heartbeats.get(session.id, session.heartbeat)
     return {
         "Id": session.id,
         "Name": session.name,
@@ -248,13 +252,12 @@ def session_json(group: engine.Group, session: engine.Session) -> dict[str, Any]
     }
 
 
-def status_json(group: engine.Group) -> dict[str, Any]:
+def status_json(group: engine.Group, live: GroupLiveness | None = None) -> dict[str, Any]:
+    ldpt = max(group.last_data_processed, live.last_data_processed if live else 0)
     return {
         "Primary": group.primary,
         "PendingPrimary": group.pending,
-        "LastDataProcessedTime": format_datetime(group.last_data_processed)
-        if group.last_data_processed
-        else None,
+        "LastDataProcessedTime": format_datetime(ldpt) if ldpt else None,
         "Epoch": group.epoch,
     }
 

@@ -1,4 +1,5 @@
-"""What every route reads from a request besides its body: the node, and the idempotency key."""
+"""What every route reads from a request besides its body: the node, the idempotency key, and
+the view a read may be answered from."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import uuid
 
 from fastapi import Request
 
+from cfs_cluster.cluster.liveness import GroupLiveness
 from cfs_cluster.cluster.node import Node
+from cfs_cluster.cluster.reads import ReadView
 
-__all__ = ["node_of", "request_id"]
+__all__ = ["READ_VIEW", "group_liveness", "node_of", "request_id"]
+
+READ_VIEW = "cfs_read_view"  # request-state key, set by the front door before a GET
 
 MAX_REQUEST_ID = 128
 
@@ -16,6 +21,13 @@ MAX_REQUEST_ID = 128
 def node_of(request: Request) -> Node:
     node: Node = request.app.state.node
     return node
+
+
+def group_liveness(request: Request, group_id: str) -> GroupLiveness | None:
+    """The leader's live liveness of ``group_id`` as fetched by this request's read barrier;
+    None when only the replicated checkpoint is known (a stale read on a follower)."""
+    view: ReadView | None = getattr(request.state, READ_VIEW, None)
+    return None if view is None else view.group(group_id)
 
 
 def request_id(request: Request) -> str:

@@ -16,7 +16,8 @@ import heapq
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 from cfs_cluster import engine
 from cfs_cluster.cluster.replication import Replicator
@@ -25,13 +26,22 @@ from cfs_cluster.protocol.heartbeat import HeartbeatAnswer, HeartbeatReport
 from cfs_cluster.protocol.wire import TICKS_PER_SECOND, ClientRole, ticks_from_unix
 from cfs_cluster.settings import FailoverSettings, RaftSettings
 
-__all__ = ["Coordinator", "HeartbeatAnswer", "HeartbeatReport"]
+__all__ = ["Coordinator", "GroupLiveness", "HeartbeatAnswer", "HeartbeatReport"]
 
 log = logging.getLogger("cfs.failover")
 
 Key = tuple[str, str]
 MAX_DECISION_ROUNDS = 4
 UNKNOWN_PRIMARY_SCORE = 100.0  # the highest FailoverScore: ties keep the incumbent
+
+
+@dataclass(frozen=True)
+class GroupLiveness:
+    """What the deciding leader knows of a group now, beyond the replicated state: the
+    primary's last data time and each heard session's last heartbeat."""
+
+    last_data_processed: int  # UTC ticks, 0 = none heard in this term
+    heartbeats: dict[str, engine.HeartbeatRecord]
 
 
 class Coordinator:
@@ -238,6 +248,25 @@ class Coordinator:
         if role == ClientRole.Primary:
             valid_for = int(group.timeout * self._failover.validity_fraction)
         return HeartbeatAnswer(role, ldpt, group.epoch, valid_for, group.timeout)
+
+    def liveness(self, group_ids: Collection[str]) -> dict[str, GroupLiveness] | None:
+        """The live liveness of the groups that exist, as this leader knows it now; None
+        unless this node decides (a follower, or a leader whose term is not open yet)."""
+        if not self._leading:
+            return None
+        groups = self._replicator.state.groups
+        result = {}
+        for group_id in group_ids:
+            group = groups.get(group_id)
+            if group is None:
+                continue
+            heard = {
+                sid: record
+                for sid in group.sessions
+                if (record := self._records.get((group_id, sid))) is not None
+            }
+            result[group_id] = GroupLiveness(self._group_times.get(group_id, 0), heard)
+        return result
 
     # ----------------------------------------------------------------- decisions
 

@@ -12,6 +12,7 @@ from typing import Any
 from cfs_cluster import engine
 from cfs_cluster.cluster.liveness import Coordinator
 from cfs_cluster.cluster.membership import Membership
+from cfs_cluster.cluster.reads import Reads
 from cfs_cluster.cluster.relay import Relay, relay_token
 from cfs_cluster.cluster.replication import Replicator
 from cfs_cluster.engine import configuration as config
@@ -58,8 +59,18 @@ class Node:
             settings.failover.relay_linger,
             settings.request_timeout,
         )
+        # A probe round a majority cannot answer within an election timeout falls back to a
+        # no-op write (reads.py): those voters are as good as gone, or of an older version.
+        self.reads = Reads(
+            self.replicator,
+            self.coordinator,
+            self.relay,
+            settings.request_timeout,
+            probe_timeout=settings.raft.min_timeout,
+        )
         self._publish_task: asyncio.Task[None] | None = None
         self.auth = Authenticator(self.users, settings.security)
+        self.auth.recheck = self.reads.barrier  # unknown credentials may be replication lag
         self.heartbeat_limiter = HeartbeatLimiter(
             settings.failover.heartbeat_rate_limit, settings.security.heartbeat_burst
         )

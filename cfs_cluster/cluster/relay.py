@@ -1,4 +1,4 @@
-"""Follower -> leader relay for leader-only work (heartbeats).
+"""Follower -> leader relay for leader-only work (heartbeats, read confirmations).
 
 Heartbeats arriving at a follower are coalesced for ``linger`` seconds into one batch and
 posted to the leader's internal endpoint over a kept-alive connection. A batch that hits a
@@ -18,11 +18,11 @@ import httpx
 
 from cfs_cluster.cluster.replication import Replicator
 from cfs_cluster.errors import CfsError, NotFound, TooManyRequests, Unavailable
-from cfs_cluster.protocol.heartbeat import RELAY_PATH, HeartbeatAnswer, HeartbeatReport
+from cfs_cluster.protocol.heartbeat import READ_PATH, RELAY_PATH, HeartbeatAnswer, HeartbeatReport
 from cfs_cluster.protocol.wire import ClientRole
 from cfs_cluster.security.tls import trust_context
 
-__all__ = ["FORWARDED_HEADER", "RELAY_HEADER", "RELAY_PATH", "Relay", "relay_token"]
+__all__ = ["FORWARDED_HEADER", "READ_PATH", "RELAY_HEADER", "RELAY_PATH", "Relay", "relay_token"]
 
 log = logging.getLogger("cfs.forwarding")
 
@@ -143,7 +143,7 @@ class Relay:
             try:
                 results = await self._post(body)
             except Unavailable:
-                await self._await_new_leader()
+                await self.await_new_leader()
                 results = await self._post(body)
         except CfsError as exc:
             for _, future in batch:
@@ -163,10 +163,21 @@ class Relay:
                 )
 
     async def _post(self, body: list[list[Any]]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = await self.call_leader(RELAY_PATH, body)
+        if not isinstance(results, list) or len(results) != len(body):
+            raise Unavailable(
+                "The leader's relay answer does not match the batch.", retry_after=0.5
+            )
+        return results
+
+    async def call_leader(self, path: str, payload: Any) -> Any:
+        """POST ``payload`` to the leader's internal endpoint ``path`` (under ``/_cluster/``),
+        authenticated as a member; the decoded JSON answer. Every follower -> leader call of
+        the cluster's own goes through here."""
         url = self._leader_url()
         try:
             response = await self._current_client().post(
-                url + RELAY_PATH, json=body, headers={RELAY_HEADER: self._token}
+                url + path, json=payload, headers={RELAY_HEADER: self._token}
             )
         except httpx.HTTPError as exc:
             raise Unavailable(
@@ -174,14 +185,14 @@ class Relay:
             ) from exc
         if response.status_code != 200:
             raise Unavailable(
-                f"The leader answered {response.status_code} to a relay.", retry_after=0.5
+                f"The leader answered {response.status_code} to {path}.", retry_after=0.5
             )
-        results: list[dict[str, Any]] = response.json()
-        if len(results) != len(body):
+        try:
+            return response.json()
+        except ValueError as exc:
             raise Unavailable(
-                "The leader's relay answer does not match the batch.", retry_after=0.5
-            )
-        return results
+                f"The leader's answer to {path} is not JSON.", retry_after=0.5
+            ) from exc
 
     async def forward(
         self,
@@ -221,7 +232,7 @@ class Relay:
             f"The leader {leader} has not published its API address yet.", retry_after=0.5
         )
 
-    async def _await_new_leader(self) -> None:
+    async def await_new_leader(self) -> None:
         """Give an election a moment (bounded) before the one retry."""
         before = self._replicator.leader_address()
         for _ in range(20):

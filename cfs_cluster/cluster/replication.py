@@ -4,6 +4,13 @@ Engine commands go in, engine results come out. pysyncobj runs its own tick thre
 callbacks happen there, and results are handed to the asyncio loop with
 ``call_soon_threadsafe``. Readers on the loop take ``read()``, which holds the same lock that
 applies hold, so a multi-step read never sees half an apply.
+
+Linearizable reads use a ReadIndex round (Raft thesis §6.4), which pysyncobj lacks: the leader
+notes its commit index, sends every voter a ``cfs_read_index`` probe over the Raft transport,
+and the index is confirmed once a majority answered that they still follow it in the same
+term. A probe a voter answers was sent after the read arrived, so no other leader can have
+committed anything the noted index misses. ``wait_applied`` then holds the read until this node
+has applied that index.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +75,27 @@ class _Store(SyncObjConsumer):  # type: ignore[misc]
             super()._deserialize(data)
 
 
+_PROBE = "cfs_read_index"  # leader -> voters; voters of older versions ignore it
+_PROBE_ACK = "cfs_read_index_ack"
+_PROBE_MEMORY = 10.0  # seconds an unanswered probe round is kept (its callers timed out)
+
+
+@dataclass
+class _Probe:
+    """One ReadIndex round on the leader (tick thread only)."""
+
+    term: int
+    commit: int
+    needed: int
+    started: float
+    waiters: list[Callable[[int | None], None]]
+    acks: set[str] = field(default_factory=set)
+
+    def finish(self, index: int | None) -> None:
+        for waiter in self.waiters:
+            waiter(index)
+
+
 @dataclass(frozen=True)
 class MemberStatus:
     raft: str
@@ -99,6 +127,12 @@ class Replicator:
         self._obj: SyncObj | None = None
         self._lease_cache: tuple[float, bool] = (0.0, False)
         self._leader_contact = 0.0  # monotonic time of the last append_entries received
+        # ReadIndex rounds and applied-index waiters, shared with the tick thread.
+        self._tick_lock = threading.Lock()
+        self._probe_requests: list[Callable[[int | None], None]] = []
+        self._probes: dict[int, _Probe] = {}
+        self._probe_seq = 0
+        self._applied_waiters: list[tuple[int, Callable[[], None]]] = []
 
     def start(self) -> None:
         self._data_dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +159,7 @@ class Replicator:
         )
         self._obj = SyncObj(self._self_address, list(self._peers), conf, consumers=[self._store])
         self._observe_leader_contact(self._obj)
+        self._obj.addOnTickCallback(self._on_tick)
 
     def _observe_leader_contact(self, obj: SyncObj) -> None:
         """Note when the leader's last append_entries arrived (pysyncobj keeps this private).
@@ -137,8 +172,15 @@ class Replicator:
         deliver = transport._onMessageReceivedCallback
 
         def observed(node: Any, message: Any) -> None:
-            if isinstance(message, dict) and message.get("type") == "append_entries":
+            kind = message.get("type") if isinstance(message, dict) else None
+            if kind == "append_entries":
                 self._leader_contact = time.monotonic()
+            elif kind == _PROBE:
+                self._answer_probe(obj, node, message)
+                return
+            elif kind == _PROBE_ACK:
+                self._count_probe_ack(obj, node, message)
+                return
             deliver(node, message)
 
         transport.setOnMessageReceivedCallback(observed)
@@ -201,6 +243,142 @@ class Replicator:
         """The state object for single-step lock-free reads (one dict lookup)."""
         state: engine.ClusterState = self._store.state
         return state
+
+    # ----------------------------------------------------------------- read index
+
+    def applied_index(self) -> int:
+        return 0 if self._obj is None else int(self._obj.raftLastApplied)
+
+    async def read_index(self, timeout: float) -> int:
+        """This leader's commit index, confirmed by a majority in its current term after the
+        call (one probe round; callers batch, see reads.py). Unavailable if this node does not
+        lead with an opened term, or the round is not confirmed within ``timeout``."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int | None] = loop.create_future()
+
+        def resolve(index: int | None) -> None:
+            if not future.done():
+                future.set_result(index)
+
+        def done(index: int | None) -> None:  # tick thread
+            loop.call_soon_threadsafe(resolve, index)
+
+        with self._tick_lock:
+            self._probe_requests.append(done)
+        self._wake_tick()
+        try:
+            index = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            index = None
+        if index is None:
+            raise Unavailable(
+                "This node could not confirm its leadership with a majority.", retry_after=0.5
+            )
+        return index
+
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        """Return once this node has applied ``index``; Unavailable after ``timeout``."""
+        if self.applied_index() >= index:
+            return
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+
+        def reached() -> None:  # tick thread
+            loop.call_soon_threadsafe(event.set)
+
+        with self._tick_lock:
+            self._applied_waiters.append((index, reached))
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"This node has not caught up with the leader (applied {self.applied_index()} "
+                f"of {index}).",
+                retry_after=0.5,
+            ) from None
+
+    def _wake_tick(self) -> None:
+        """Have the tick thread run now instead of at the end of its poll (<= tick_period)."""
+        notifier = getattr(self._obj, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            notifier.notify()
+
+    def _on_tick(self) -> None:
+        """Tick thread, after each round of applies: start probe rounds, release waiters."""
+        obj = self._obj
+        if obj is None:
+            return
+        try:
+            self._tick_reads(obj)
+        except Exception:  # the tick thread must survive (e.g. a loop closed at shutdown)
+            log.exception("read-index tick failed")
+
+    def _tick_reads(self, obj: SyncObj) -> None:
+        with self._tick_lock:
+            requests, self._probe_requests = self._probe_requests, []
+            applied = obj.raftLastApplied
+            ready = [w for w in self._applied_waiters if w[0] <= applied]
+            if ready:
+                self._applied_waiters = [w for w in self._applied_waiters if w[0] > applied]
+        for _, reached in ready:
+            reached()
+        self._expire_probes(obj)
+        if requests:
+            self._start_probe(obj, requests)
+
+    def _start_probe(self, obj: SyncObj, waiters: list[Callable[[int | None], None]]) -> None:
+        term = int(obj.raftCurrentTerm)
+        # The commit index counts only once this term has an entry committed (Raft §6.4).
+        if not obj._isLeader() or self._store.state.opened_term != term:
+            for waiter in waiters:
+                waiter(None)
+            return
+        voters = obj.otherNodes
+        self._probe_seq += 1
+        probe = _Probe(
+            term=term,
+            commit=int(obj.raftCommitIndex),
+            needed=(len(voters) + 1) // 2,  # answers besides our own for a majority
+            started=time.monotonic(),
+            waiters=waiters,
+        )
+        if probe.needed == 0:
+            probe.finish(probe.commit)
+            return
+        self._probes[self._probe_seq] = probe
+        transport = obj._SyncObj__transport
+        message = {"type": _PROBE, "term": term, "seq": self._probe_seq}
+        for node in voters:
+            transport.send(node, message)
+
+    def _answer_probe(self, obj: SyncObj, node: Any, message: dict[str, Any]) -> None:
+        """A follower confirms it still follows ``node`` in the probe's term."""
+        if message.get("term") == obj.raftCurrentTerm and obj._getLeader() == node:
+            ack = {"type": _PROBE_ACK, "term": message.get("term"), "seq": message.get("seq")}
+            obj._SyncObj__transport.send(node, ack)
+
+    def _count_probe_ack(self, obj: SyncObj, node: Any, message: dict[str, Any]) -> None:
+        seq = message.get("seq")
+        if not isinstance(seq, int):
+            return
+        probe = self._probes.get(seq)
+        if probe is None or message.get("term") != probe.term:
+            return
+        if not obj._isLeader() or obj.raftCurrentTerm != probe.term:
+            return
+        probe.acks.add(str(node.id))
+        if len(probe.acks) >= probe.needed:
+            del self._probes[seq]
+            probe.finish(probe.commit)
+
+    def _expire_probes(self, obj: SyncObj) -> None:
+        """Fail rounds of a lost term, and forget rounds nobody waits for any more."""
+        leading_term = int(obj.raftCurrentTerm) if obj._isLeader() else None
+        now = time.monotonic()
+        for seq, probe in list(self._probes.items()):
+            if probe.term != leading_term or now - probe.started > _PROBE_MEMORY:
+                del self._probes[seq]
+                probe.finish(None)
 
     # ----------------------------------------------------------------- status
 
@@ -304,6 +482,12 @@ class Replicator:
         if obj is None or obj._getLeader() is None:
             return False
         return time.monotonic() - self._leader_contact <= self._timing.min_timeout
+
+    def leader_contact_age(self) -> float | None:
+        """Seconds since the leader's last append_entries arrived here; None if never."""
+        if not self._leader_contact:
+            return None
+        return time.monotonic() - self._leader_contact
 
     def voters(self) -> list[str]:
         """Raft addresses of every voting member, this node included, as pysyncobj sees it."""

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 from cfs_cluster.protocol.wire import ClientRole
 
-__all__ = ["RELAY_PATH", "HeartbeatAnswer", "HeartbeatReport"]
+__all__ = ["READ_PATH", "RELAY_PATH", "HeartbeatAnswer", "HeartbeatReport"]
 
 # Where a follower posts batches of heartbeats to the leader (cluster/relay.py); public to auth,
 # because the relay checks its own token.
 RELAY_PATH = "/_cluster/heartbeats"
+# A follower's read barrier plus the leader's live liveness (cluster/reads.py).
+READ_PATH = "/_cluster/read"
 
 
 @dataclass(frozen=True)

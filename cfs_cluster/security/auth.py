@@ -27,12 +27,12 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cfs_cluster import engine
 from cfs_cluster.errors import BadRequest, CfsError, TooManyRequests
-from cfs_cluster.protocol.heartbeat import RELAY_PATH
+from cfs_cluster.protocol.heartbeat import READ_PATH, RELAY_PATH
 from cfs_cluster.security.tokens import InvalidToken, Principal, TokenService
 from cfs_cluster.settings import SecuritySettings
 
@@ -165,7 +165,7 @@ def parse_role(value: object) -> str:
 
 # --------------------------------------------------------------------------- roles
 
-_PUBLIC = {"/healthz", "/readyz", RELAY_PATH}  # the relay checks its own token
+_PUBLIC = {"/healthz", "/readyz", RELAY_PATH, READ_PATH}  # the internal routes check a token
 _GROUP = re.compile(r"^/api/v1/clientfailover/groups/[^/]+$")
 _ADMIN_PREFIXES = (
     "/api/v1/users",
@@ -231,6 +231,9 @@ class Authenticator:
         self.hashes_computed = 0  # for tests and benchmarks: cache misses that cost a hash
         self.on_failure: Callable[[str], None] = lambda reason: None  # metrics hook
         self.tokens: TokenService | None = None  # set by create_app; Bearer is refused without
+        # A read barrier (reads.py): credentials unknown here may be replication lag, so they
+        # are looked up again once this node has applied everything committed.
+        self.recheck: Callable[[], Awaitable[None]] | None = None
 
     def enabled(self) -> bool:
         return (
@@ -262,16 +265,20 @@ class Authenticator:
             raise Unauthorized("No credentials were sent.")
         scheme, _, token = authorization.strip().partition(b" ")
         if scheme.lower() == b"bearer":
-            return self._bearer(token.strip().decode("latin-1"))
+            return await self._bearer(token.strip().decode("latin-1"))
         key = hmac.new(self._key, authorization, hashlib.sha256).digest()
         user = self._cached(key)
         if user is not None:
             return user
         name, password = _basic(authorization)
         user = self._users().get(name) if name is not None else None
-        self.hashes_computed += 1
-        stored = user.password_hash if user is not None else _DUMMY_HASH
-        ok = await asyncio.to_thread(verify_password, password or "", stored)
+        ok = await self._verify(password, user)
+        if not ok and name is not None and self.recheck is not None:
+            # Created, or given a new password, through another node moments ago?
+            await self.recheck()
+            fresh = self._users().get(name)
+            if fresh is not None and (user is None or fresh.password_hash != user.password_hash):
+                user, ok = fresh, await self._verify(password, fresh)
         if user is None or not ok:
             self.record_failure(source)
             raise Unauthorized("The user name or password is wrong.")
@@ -279,12 +286,24 @@ class Authenticator:
         self._remember(key, user)
         return user
 
-    def _bearer(self, token: str) -> Principal:
+    async def _verify(self, password: str | None, user: engine.User | None) -> bool:
+        self.hashes_computed += 1
+        stored = user.password_hash if user is not None else _DUMMY_HASH
+        ok = await asyncio.to_thread(verify_password, password or "", stored)
+        return ok and user is not None
+
+    async def _bearer(self, token: str) -> Principal:
         # A refused token does not count toward the back-off: a 256-bit HMAC cannot be
         # guessed, a check costs microseconds, and an adapter whose token expired or was
         # revoked must still be let through to the token endpoint for a new one.
         if self.tokens is None:
             raise InvalidToken("This node does not accept access tokens.")
+        try:
+            return self.tokens.verify(token)
+        except InvalidToken as exc:
+            if not exc.lagging or self.recheck is None:
+                raise
+        await self.recheck()  # issued through a node this one has not caught up with yet
         return self.tokens.verify(token)
 
     # ----------------------------------------------------------------- cache

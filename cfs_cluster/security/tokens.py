@@ -44,6 +44,12 @@ class InvalidToken(CfsError):
     default_error = "The access token is not valid."
     default_resolution = "Request a new token from the token endpoint (/identity/connect/token)."
 
+    def __init__(self, reason: str, *, lagging: bool = False) -> None:
+        super().__init__(reason)
+        # True when the token names a key, client or secret version this node may simply not
+        # have applied yet (it is checked again after a read barrier before it is refused).
+        self.lagging = lagging
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -122,7 +128,8 @@ class TokenService:
         state = self._state()
         client = state.clients.get(checked.client_id)
         if client is None or client.version != checked.version:
-            raise InvalidToken("The token's client was removed or has a new secret.")
+            newer = client is None or client.version < checked.version
+            raise InvalidToken("The token's client was removed or has a new secret.", lagging=newer)
         if not any(k.kid == checked.kid for k in state.signing_keys):
             raise InvalidToken("The token's signing key no longer exists.")
         return Principal(client.client_id, client.role)
@@ -137,7 +144,7 @@ class TokenService:
             raise InvalidToken("The access token is not signed with HS256.")
         key = _find_key(self._state().signing_keys, header.get("kid"))
         if key is None:
-            raise InvalidToken("The token's signing key is unknown.")
+            raise InvalidToken("The token's signing key is unknown.", lagging=True)
         try:
             signature = _unb64url(parts[2])
         except ValueError:
