@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import inspect
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -206,8 +207,11 @@ class FailoverAgent:
             headers["X-Requested-With"] = "AdapterFramework.Adapter"
         if s.username is not None and s.password is not None:
             auth = httpx.BasicAuth(s.username, s.password)
+        verify: ssl.SSLContext | bool = s.verify_tls
+        if s.verify_tls and s.ca_file is not None:
+            verify = ssl.create_default_context(cafile=s.ca_file)
         client = httpx.AsyncClient(
-            timeout=s.request_timeout, verify=s.verify_tls, headers=headers, auth=auth
+            timeout=s.request_timeout, verify=verify, headers=headers, auth=auth
         )
         if s.client_id is not None and s.client_secret is not None:
             provider = TokenProvider(

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
 from .. import __version__
@@ -44,7 +45,9 @@ def create_app(node: Node) -> ASGIApp:
         finally:
             await node.stop()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served by the node itself (the package ships
+    # them; MIT, Swagger UI Apache-2.0): an air-gapped plant network has no CDN to load from.
+    app = FastAPIOffline(
         title="cfs_cluster — Client Failover Service",
         version=__version__,
         lifespan=lifespan,
