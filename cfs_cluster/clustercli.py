@@ -106,10 +106,10 @@ def _status(conn: Connection, args: argparse.Namespace) -> int:
         print_json(body)
         return 0
     print(
-        f"node {body.get('NodeId')}  version {body.get('Version')}  api {body.get('ApiUrl')}  "
-        f"tls {_tls(body.get('Tls'))}\n"
-        f"leader {body.get('Leader')}  term {body.get('Term')}  commit {body.get('CommitIndex')}  "
-        f"applied {body.get('AppliedIndex')}  ready {body.get('Ready')} ({body.get('ReadyReason')})"
+        f"node {body.get('NodeId')}  leader {body.get('Leader')}  term {body.get('Term')}  "
+        f"commit {body.get('CommitIndex')}  applied {body.get('AppliedIndex')}  "
+        f"ready {body.get('Ready')} ({body.get('ReadyReason')})\n"
+        f"version {body.get('Version')}  api {body.get('ApiUrl')}  tls {_tls(body.get('Tls'))}"
     )
     rows = [
         [
