@@ -87,9 +87,9 @@ def _change_request(args: argparse.Namespace) -> tuple[str, str, dict[str, str] 
 
 
 def _change_line(body: dict[str, Any]) -> str:
-    voters = [
+    voters = sorted(
         i or r for i, r in zip(body.get("VoterIds", []), body.get("Voters", []), strict=False)
-    ]
+    )
     member = body.get("Id") or body.get("Raft")
     line = f"{body.get('Action')} {member}; voters: {', '.join(voters)}"
     if body.get("CaughtUp") is False:
