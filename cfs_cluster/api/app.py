@@ -52,6 +52,8 @@ def create_app(node: Node) -> ASGIApp:
         version=__version__,
         lifespan=lifespan,
         redirect_slashes=False,
+        # Swagger UI's default would show a badge loaded from validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.node = node
     node.auth.on_failure = node.metrics.observe_auth_failure  # cfs_auth_failures_total
