@@ -15,6 +15,7 @@ __all__ = ["FailoverSettings", "RaftSettings", "SecuritySettings", "Settings", "
 
 DEFAULT_API_PORT = 5590
 DEFAULT_RAFT_PORT = 5690
+WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
 
 
 def parse_address(text: str, default_port: int) -> tuple[str, int]:
@@ -140,9 +141,25 @@ class Settings:
     def api_url(self) -> str:
         if self.advertise_url:
             return self.advertise_url.rstrip("/")
-        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "") else self.api_host
+        host = "127.0.0.1" if self.api_host in WILDCARD_HOSTS else self.api_host
         scheme = "https" if self.security.tls else "http"
         return f"{scheme}://{host}:{self.api_port}"
+
+    def summary(self, version: str) -> str:
+        """The start-up line: what this node is and how it is reached (docs/operations.md)."""
+        sec = self.security
+        tls = "off"
+        if sec.tls_cert is not None:
+            tls = f"certificate {sec.tls_cert}"
+        elif sec.tls_self_signed:
+            tls = "self-signed"
+        return (
+            f"cfs {version} node {self.node_id}: api {self.api_host}:{self.api_port}, "
+            f"raft {self.raft_address}, advertised {self.api_url}, "
+            f"peers {','.join(self.peers) or 'none (one-node cluster)'}, auth {sec.auth}, "
+            f"tls {tls}, data dir {self.data_dir.resolve()}"
+            + (", DEV mode (no Raft password)" if self.dev and not self.raft_password else "")
+        )
 
     def validate(self) -> None:
         self.raft.validate()
@@ -157,6 +174,12 @@ class Settings:
             raise BadRequest("--max-groups and --max-sessions-per-group must be >= 0.")
         if not 0.1 <= self.health_interval <= 86_400:
             raise BadRequest("--health-interval must be between 0.1 and 86400 seconds.")
+        if self.api_host in WILDCARD_HOSTS and not self.advertise_url:
+            raise BadRequest(
+                f"--api {self.api_host or '*'}:{self.api_port} listens on every interface, so "
+                "the URL other members and clients reach this node at cannot be guessed: give "
+                "--advertise-url (CFS_ADVERTISE_URL), e.g. http://10.0.0.11:5590."
+            )
         if self.raft_address in self.peers:
             raise BadRequest("--peers must list the *other* members, not this node's --raft.")
         if not self.dev and not self.raft_password:

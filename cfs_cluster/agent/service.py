@@ -7,6 +7,7 @@ says; ``FailoverAgent`` decides what to do with it.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 from urllib.parse import quote
 
@@ -43,9 +44,10 @@ def make_client(s: AgentSettings) -> httpx.AsyncClient:
         headers["X-Requested-With"] = "AdapterFramework.Adapter"
     if s.username is not None and s.password is not None:
         auth = httpx.BasicAuth(s.username, s.password)
-    client = httpx.AsyncClient(
-        timeout=s.request_timeout, verify=s.verify_tls, headers=headers, auth=auth
-    )
+    verify: ssl.SSLContext | bool = s.verify_tls
+    if s.verify_tls and s.ca_file is not None:
+        verify = ssl.create_default_context(cafile=s.ca_file)
+    client = httpx.AsyncClient(timeout=s.request_timeout, verify=verify, headers=headers, auth=auth)
     if s.client_id is not None and s.client_secret is not None:
         provider = TokenProvider(
             client, s.client_id, s.client_secret, s.token_endpoint, s.endpoints

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
 from cfs_cluster import __version__
@@ -44,11 +45,15 @@ def create_app(node: Node) -> ASGIApp:
         finally:
             await node.stop()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served by the node itself (the package ships
+    # them; MIT, Swagger UI Apache-2.0): an air-gapped plant network has no CDN to load from.
+    app = FastAPIOffline(
         title="cfs_cluster — Client Failover Service",
         version=__version__,
         lifespan=lifespan,
         redirect_slashes=False,
+        # Swagger UI's default would show a badge loaded from validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.node = node
     node.auth.on_failure = node.metrics.observe_auth_failure  # cfs_auth_failures_total

@@ -258,7 +258,7 @@ async def session_role(
     # Works on every node: roles are replicated state, and every node's Coordinator wakes its
     # watchers when an applied entry touches the group. Only heartbeats grant, so an agent
     # that learns here it is the candidate sends a heartbeat at once to take the role.
-    wait = _wait_seconds(wait_for)
+    wait = wait_seconds(wait_for)
     role = None if known_role is None else parse_enum(ClientRole, known_role, "knownRole")
     epoch = None if known_epoch is None else _epoch(known_epoch)
     node = node_of(request)
@@ -266,7 +266,7 @@ async def session_role(
         first, _ = _role_answer(node, group_id, session_id)
         role, epoch = ClientRole(first["Role"]), first["Epoch"]
     deadline = time.monotonic() + wait
-    gone = asyncio.ensure_future(_client_gone(request))
+    gone = asyncio.ensure_future(client_gone(request))
     stopping = asyncio.ensure_future(node.stopping.wait())
     change: asyncio.Future[bool] | None = None
     try:
@@ -294,7 +294,7 @@ async def session_role(
             change.cancel()
 
 
-def _wait_seconds(text: str | None) -> float:
+def wait_seconds(text: str | None) -> float:
     if text is None:
         return 0.0
     try:
@@ -335,7 +335,7 @@ def _differs(answer: dict[str, Any], role: ClientRole | None, epoch: int | None)
     )
 
 
-async def _client_gone(request: Request) -> None:
+async def client_gone(request: Request) -> None:
     """Return when the client disconnects, so an abandoned long-poll does not linger."""
     while (await request.receive())["type"] != "http.disconnect":
         pass

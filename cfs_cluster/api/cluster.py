@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from cfs_cluster import __version__
 from cfs_cluster.api.requests import node_of
 from cfs_cluster.cluster.membership import HANDED_OVER, MemberChange
 from cfs_cluster.cluster.node import Node
@@ -81,6 +82,8 @@ def _local_view(node: Node) -> dict[str, Any]:
     ready, why = node.is_ready()
     return {
         "NodeId": node.settings.node_id,
+        "Version": __version__,
+        "ApiUrl": node.settings.api_url,
         "Leader": leader_member.node_id if leader_member else None,
         "LeaderRaft": leader,
         "Term": status.get("raft_term"),
@@ -180,7 +183,7 @@ async def _on_leader(
     if node.replicator.is_leader():
         change = await action(node)
         if change.action != HANDED_OVER:
-            return JSONResponse(_change_body(change), status_code=status)
+            return JSONResponse(_change_body(node, change), status_code=status)
     elif request.headers.get(FORWARDED_HEADER):
         raise Unavailable("Leadership moved while the request was forwarded; retry.", retry_after=1)
     answer = await node.relay.forward(
@@ -195,11 +198,15 @@ async def _on_leader(
     )
 
 
-def _change_body(change: MemberChange) -> dict[str, Any]:
+def _change_body(node: Node, change: MemberChange) -> dict[str, Any]:
+    ids = {m.raft: m.node_id for m in node.replicator.state.members.values()}
     return {
         "Action": change.action,
+        "Id": ids.get(change.raft),
         "Raft": change.raft,
         "Voters": list(change.voters),
+        "VoterIds": [ids.get(raft) for raft in change.voters],
+        "Leader": ids.get(change.leader) if change.leader else None,
         "LeaderRaft": change.leader,
         "CaughtUp": change.caught_up,
     }

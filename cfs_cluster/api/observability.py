@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from cfs_cluster import engine
+from cfs_cluster.api.clientfailover import client_gone, wait_seconds
 from cfs_cluster.api.requests import node_of
-from cfs_cluster.errors import NotFound
+from cfs_cluster.cluster.node import Node
+from cfs_cluster.errors import BadRequest, NotFound, Unavailable
 from cfs_cluster.ops.metrics import CONTENT_TYPE
 from cfs_cluster.protocol.bodies import ErrorResponse
 from cfs_cluster.protocol.wire import format_datetime
@@ -26,15 +30,61 @@ async def metrics(request: Request) -> Response:
 
 @router.get(
     "/api/v1/clientfailover/groups/{group_id}/events",
-    summary="The group's role history: why each Primary change happened (newest last)",
-    responses={404: {"model": ErrorResponse}},
+    summary="The group's role history: why each Primary change happened (oldest first); with "
+    "after=N only the events whose Sequence is greater, held up to waitFor seconds until one comes",
+    responses={code: {"model": ErrorResponse} for code in (400, 404, 503)},
 )
-async def group_events(request: Request, group_id: str) -> list[dict[str, Any]]:
-    with node_of(request).replicator.read() as state:
+async def group_events(
+    request: Request,
+    group_id: str,
+    after: str | None = Query(None, description="a Sequence already seen; default: all"),
+    wait_for: str | None = Query(
+        None, alias="waitFor", description="seconds, 0-60, to wait for a new event; default 0"
+    ),
+) -> list[dict[str, Any]]:
+    cursor = _sequence(after)
+    wait = wait_seconds(wait_for)
+    node = node_of(request)
+    deadline = time.monotonic() + wait
+    gone = asyncio.ensure_future(client_gone(request))
+    stopping = asyncio.ensure_future(node.stopping.wait())
+    change: asyncio.Future[bool] | None = None
+    try:
+        while True:
+            if node.stopping.is_set():
+                raise Unavailable(
+                    "This node is stopping; send the request to another node.", retry_after=1
+                )
+            # The watcher is registered before the state is read, so an event applied in
+            # between still wakes us (as the role long-poll does).
+            remaining = max(0.0, deadline - time.monotonic())
+            change = asyncio.ensure_future(node.coordinator.wait_for_change(group_id, remaining))
+            await asyncio.sleep(0)
+            events = _events_after(node, group_id, cursor)
+            if events or remaining <= 0 or gone.done():
+                return events
+            await asyncio.wait({change, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        stopping.cancel()
+        if change is not None:
+            change.cancel()
+
+
+def _events_after(node: Node, group_id: str, cursor: int) -> list[dict[str, Any]]:
+    with node.replicator.read() as state:
         group = state.groups.get(group_id)
         if group is None:
             raise NotFound(f"Failover group '{group_id}' was not found.")
-        return [event_json(e) for e in group.events]
+        return [event_json(e) for e in group.events if e.sequence > cursor]
+
+
+def _sequence(text: str | None) -> int:
+    if text is None:
+        return -1  # every event, also those recorded before Sequence existed (0)
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise BadRequest("after must be a non-negative integer.", parameters={"after": text[:64]})
+    return int(text)
 
 
 def event_json(event: engine.RoleEvent) -> dict[str, Any]:
@@ -46,4 +96,5 @@ def event_json(event: engine.RoleEvent) -> dict[str, Any]:
         "NewPrimary": event.new_primary,
         "PendingPrimary": event.pending,
         "Scores": dict(event.scores),
+        "Sequence": event.sequence,
     }

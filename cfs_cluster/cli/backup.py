@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-import httpx
-
-from cfs_cluster.cli.client import connect, reason
+from cfs_cluster.cli.connect import connection, progress, progress_done
 from cfs_cluster.ops.backup import (
     BACKUP_PATH,
     BackupError,
@@ -51,29 +48,25 @@ def add_backup_arguments(backup: argparse.ArgumentParser, restore: argparse.Argu
 
 def backup_command(args: argparse.Namespace) -> int:
     """`cfs backup`: fetch, verify, write atomically."""
-    with connect(args, timeout=60) as client:
-        try:
-            response = client.get(args.url.rstrip("/") + BACKUP_PATH)
-        except httpx.HTTPError as exc:
-            print(f"cfs backup: cannot reach {args.url}: {exc}", file=sys.stderr)
-            return 1
-    if response.status_code != 200:
-        print(f"cfs backup: {response.status_code} {reason(response)}", file=sys.stderr)
-        return 1
-    backup = read_backup(response.content)  # a damaged transfer never becomes a file
+    with connection(args, timeout=60) as conn:
+        content = conn.download(BACKUP_PATH, f"cfs backup: downloading from {conn.url}")
+    backup = read_backup(content)  # a damaged transfer never becomes a file
     out = Path(args.out)
-    write_atomic(out, response.content)
-    print(f"Wrote {out} ({len(response.content)} bytes): {backup.summary()}")
+    write_atomic(out, content)
+    print(f"Wrote {out} ({len(content)} bytes): {backup.summary()}")
     return 0
 
 
 def restore_command(args: argparse.Namespace) -> int:
     """`cfs restore`: verify a backup and seed one node's empty data directory from it."""
+    progress(f"cfs restore: reading and verifying {args.in_file}")
     try:
         data = Path(args.in_file).read_bytes()
+        backup = read_backup(data)
     except OSError as exc:
         raise BackupError(f"Cannot read {args.in_file}: {exc.strerror}.") from None
-    backup = read_backup(data)
+    finally:
+        progress_done()
     if args.check:
         print(f"OK: {backup.summary()}")
         return 0
@@ -85,7 +78,11 @@ def restore_command(args: argparse.Namespace) -> int:
         for p in args.peers.split(",")
         if p.strip()
     )
-    target = seed_data_dir(backup, Path(args.data_dir), raft, peers)
+    progress(f"cfs restore: writing the snapshot into {args.data_dir}")
+    try:
+        target = seed_data_dir(backup, Path(args.data_dir), raft, peers)
+    finally:
+        progress_done()
     print(f"Restored {backup.summary()}")
     if peers:
         print(f"into {target}. Start it with: cfs serve --raft {raft} --peers {','.join(peers)}")

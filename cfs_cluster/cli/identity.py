@@ -7,12 +7,9 @@ is printed once, when it is created; the service keeps only its hash.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-import httpx
-
-from cfs_cluster.cli.client import add_connection_arguments, connect, reason
+from cfs_cluster.cli.connect import Connection, add_connection_arguments, connection
 
 __all__ = ["add_identity_parsers", "identity_command"]
 
@@ -46,45 +43,41 @@ def _clients_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def identity_command(args: argparse.Namespace) -> int:
     """Run `cfs clients …` or `cfs identity …`."""
-    with connect(args) as client:
-        try:
-            response = _call(client, args)
-        except httpx.HTTPError as exc:
-            print(f"cfs {args.command}: cannot reach {args.url}: {exc}", file=sys.stderr)
-            return 1
-    if response.status_code >= 400:
-        print(f"cfs {args.command}: {response.status_code} {reason(response)}", file=sys.stderr)
-        return 1
-    _print(args, response)
+    with connection(args) as conn:
+        answer = _call(conn, args)
+    _print(args, answer)
     return 0
 
 
-def _call(client: httpx.Client, args: argparse.Namespace) -> httpx.Response:
-    root = args.url.rstrip("/")
+def _call(conn: Connection, args: argparse.Namespace) -> Any:
     if args.command == "identity":
-        keys = root + "/api/v1/identity/signing-keys"
-        return client.post(keys + "/rotate") if args.action == "rotate-key" else client.get(keys)
-    base = root + "/api/v1/clients"
+        keys = "/api/v1/identity/signing-keys"
+        if args.action == "rotate-key":
+            return conn.call("POST", keys + "/rotate")
+        return conn.call("GET", keys)
+    base = "/api/v1/clients"
     if args.action == "list":
-        return client.get(base)
+        return conn.call("GET", base)
     if args.action == "remove":
-        return client.delete(f"{base}/{args.client_id}")
+        return conn.call("DELETE", f"{base}/{args.client_id}")
     body: dict[str, Any] = {} if args.secret is None else {"ClientSecret": args.secret}
     if args.action == "add":
-        return client.post(base, json={"ClientId": args.client_id, "Role": args.role, **body})
-    return client.post(f"{base}/{args.client_id}/secret", json=body)
+        return conn.call(
+            "POST", base, json_body={"ClientId": args.client_id, "Role": args.role, **body}
+        )
+    return conn.call("POST", f"{base}/{args.client_id}/secret", json_body=body)
 
 
-def _print(args: argparse.Namespace, response: httpx.Response) -> None:
+def _print(args: argparse.Namespace, answer: Any) -> None:
     if args.command == "identity":
-        for key in response.json():
+        for key in answer:
             mark = "current" if key["Current"] else f"retired {key['RetiredAt']}"
             print(f"{key['Kid']}\tcreated {key['CreatedAt']}\t{mark}")
     elif args.action == "list":
-        for client in response.json():
+        for client in answer:
             print(f"{client['ClientId']}\t{client['Role']}")
     elif args.action in ("add", "rotate-secret"):
-        body = response.json()
+        body = answer
         # The only time the secret is shown: stdout, so it can be piped into a secret store.
         print(f"ClientId: {body['ClientId']}\nRole: {body['Role']}")
         print(f"ClientSecret: {body['ClientSecret']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -10,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+from cfs_cluster import __version__
 from cfs_cluster.cli.cluster import add_cluster_parser, cluster_command
+from cfs_cluster.cli.connect import CliError, add_connection_arguments
+from cfs_cluster.cli.domain import DOMAIN_COMMANDS, add_domain_parsers, domain_command
 from cfs_cluster.cli.identity import add_identity_parsers, identity_command
 from cfs_cluster.cli.users import add_users_parser, users_command
 from cfs_cluster.errors import BadRequest
@@ -31,8 +35,25 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each default, except none at all and the Raft password (it may come from the
+    environment: --help must not print it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        unset = action.default is None or action.default is False or action.default == ""
+        if unset or action.dest == "raft_password":
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run one cluster node")
+    p = sub.add_parser(
+        "serve",
+        help="run one cluster node",
+        description="Run one cluster node. Every option also reads the environment variable "
+        "in brackets; an option on the command line wins.",
+        formatter_class=_DefaultsFormatter,
+    )
     p.add_argument("--node-id", default=_env("CFS_NODE_ID"), help="unique member id [CFS_NODE_ID]")
     p.add_argument(
         "--api",
@@ -67,8 +88,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--dev",
         action="store_true",
-        default=_env("CFS_DEV") == "1",
-        help="allow running without a Raft password (local test clusters only)",
+        default=(_env("CFS_DEV") or "").lower() in ("1", "true", "yes"),
+        help="allow running without a Raft password (local test clusters only) [CFS_DEV=1]",
     )
     p.add_argument(
         "--log-level",
@@ -243,6 +264,7 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = build_settings(args)
     setup_logging(settings.log_level, args.log_format)
+    logging.getLogger("cfs.node").info("%s", settings.summary(__version__))
     run(Node(settings), _tls_files(settings))
     return 0
 
@@ -298,10 +320,9 @@ def dev_cluster(args: argparse.Namespace) -> int:
 def _backup_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`cfs backup` and `cfs restore` (backup.py; docs/operations.md, disaster recovery)."""
     from cfs_cluster.cli.backup import add_backup_arguments
-    from cfs_cluster.cli.client import add_connection_arguments
 
     backup = sub.add_parser("backup", help="download a backup of the replicated state (admins)")
-    add_connection_arguments(backup)
+    add_connection_arguments(backup)  # the one set of connection options (cliconnect.py)
     restore = sub.add_parser(
         "restore", help="seed an EMPTY data directory from a backup (offline, node stopped)"
     )
@@ -348,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     add_users_parser(sub)
     add_identity_parsers(sub)  # `cfs clients`, `cfs identity`
     add_cluster_parser(sub)
+    add_domain_parsers(sub)  # `cfs groups|sessions|override|events|watch`
     _backup_parsers(sub)
     _facet_parser(sub)
     _simulate_parser(sub)
@@ -359,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
             return identity_command(args)
         if args.command == "cluster":
             return cluster_command(args)
+        if args.command in DOMAIN_COMMANDS:
+            return domain_command(args)
         if args.command in ("backup", "restore"):
             from cfs_cluster.cli.backup import backup_command, restore_command
 
@@ -377,3 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     except BadRequest as exc:
         print(f"cfs: {exc.reason}", file=sys.stderr)
         return 2
+    except CliError as exc:
+        print(f"cfs {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C ends `watch`, `events --follow`, `simulate`: no traceback
+        print(file=sys.stderr)
+        return 130

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import sys
 from typing import Any
 
-import httpx
-
-from cfs_cluster.cli.client import add_connection_arguments, connect, reason
+from cfs_cluster.cli.connect import Connection, add_connection_arguments, connection
 
 __all__ = ["add_users_parser", "users_command"]
 
@@ -31,34 +28,26 @@ def add_users_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def users_command(args: argparse.Namespace) -> int:
-    base = args.url.rstrip("/") + "/api/v1/users"
-    with connect(args) as client:
-        try:
-            response = _call(client, base, args)
-        except httpx.HTTPError as exc:
-            print(f"cfs users: cannot reach {args.url}: {exc}", file=sys.stderr)
-            return 1
-    if response.status_code >= 400:
-        print(f"cfs users: {response.status_code} {reason(response)}", file=sys.stderr)
-        return 1
+    with connection(args) as conn:
+        answer = _call(conn, "/api/v1/users", args)
     if args.action == "list":
-        for user in response.json():
+        for user in answer:
             print(f"{user['Name']}\t{user['Role']}")
     else:
         print(f"{args.action}: {args.name} ok")
     return 0
 
 
-def _call(client: httpx.Client, base: str, args: argparse.Namespace) -> httpx.Response:
+def _call(conn: Connection, base: str, args: argparse.Namespace) -> Any:
     if args.action == "list":
-        return client.get(base)
+        return conn.call("GET", base)
     if args.action == "remove":
-        return client.delete(f"{base}/{args.name}")
+        return conn.call("DELETE", f"{base}/{args.name}")
     new_password = args.new_password or _prompt_new()
     if args.action == "add":
         body: dict[str, Any] = {"Name": args.name, "Password": new_password, "Role": args.role}
-        return client.post(base, json=body)
-    return client.put(f"{base}/{args.name}", json={"Password": new_password})
+        return conn.call("POST", base, json_body=body)
+    return conn.call("PUT", f"{base}/{args.name}", json_body={"Password": new_password})
 
 
 def _prompt_new() -> str:

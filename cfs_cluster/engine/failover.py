@@ -52,6 +52,9 @@ class RoleEvent(Upgradable):
     pending: str | None
     reason: str
     scores: dict[str, float]
+    # 1, 2, 3 … within the group, kept across the trimming to the last 100: the cursor of
+    # ``GET …/events?after=`` (0 on events recorded before the field existed).
+    sequence: int = 0
 
 
 @dataclass
@@ -276,8 +279,9 @@ def _decide(state: ClusterState, cmd: Decide) -> Result:
 def _record(
     group: Group, time: int, old: str | None, reason: str, scores: dict[str, float]
 ) -> None:
+    sequence = group.events[-1].sequence + 1 if group.events else 1
     group.events.append(
-        RoleEvent(time, group.epoch, old, group.primary, group.pending, reason, scores)
+        RoleEvent(time, group.epoch, old, group.primary, group.pending, reason, scores, sequence)
     )
     del group.events[:-MAX_EVENTS_PER_GROUP]
 

@@ -69,6 +69,10 @@ MAX_NAME_LENGTH = 64
 _CACHE_SIZE = 10_000
 _TRACKED_SOURCES = 10_000
 _FAILURE_MEMORY = 600.0  # seconds after the last failure that a source's count is forgotten
+NO_USERS_YET = (
+    "This node has no users yet: it has not joined the cluster (cfs cluster add-node) "
+    "or no administrator was created (CFS_BOOTSTRAP_ADMIN)."
+)
 
 # scrypt cost: ~16 MiB and tens of milliseconds per hash; stored with the hash so it can grow.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 1 << 14, 8, 1
@@ -271,7 +275,14 @@ class Authenticator:
         if user is not None:
             return user
         name, password = _basic(authorization)
-        user = self._users().get(name) if name is not None else None
+        if not self._users() and self.recheck is not None:
+            await self.recheck()  # a node that is behind may not have heard of any user yet
+        users = self._users()
+        if not users:
+            # Nothing to guess and nothing to reveal: say why no password can be right here.
+            self.record_failure(source)
+            raise Unauthorized(NO_USERS_YET)
+        user = users.get(name) if name is not None else None
         ok = await self._verify(password, user)
         if not ok and name is not None and self.recheck is not None:
             # Created, or given a new password, through another node moments ago?

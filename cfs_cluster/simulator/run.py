@@ -82,6 +82,7 @@ def _agent_settings(settings: SimulationSettings, gid: str, mode: str, index: in
         username=settings.username,
         password=settings.password,
         verify_tls=settings.verify_tls,
+        ca_file=settings.ca_file,
         request_timeout=max(1.0, min(5.0, settings.timeout / 2)),
     )
 

@@ -23,6 +23,7 @@ class SimulationSettings:
     username: str | None = None
     password: str | None = None
     verify_tls: bool = True
+    ca_file: str | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def __post_init__(self) -> None:
