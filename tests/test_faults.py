@@ -109,7 +109,7 @@ def _run_fault(
     """Adapters + a writer run through the fault; returns the history and the fault time."""
     history = History()
     _create(cluster, history)
-    with Fleet(cluster.urls, history, health_check=health_check) as fleet:
+    with Fleet(cluster.urls, history, health_check=health_check, auth=cluster.auth) as fleet:
         _start_adapters(fleet)
         _wait_stable(history)
         fleet.add_writer("w", 0.25)
@@ -118,7 +118,7 @@ def _run_fault(
         cluster.wait_ready(timeout=20, nodes=alive)
         _observe(2 * T)
     survivors = [cluster.nodes[i].url for i in alive]
-    missing = missing_creates(history, survivors)
+    missing = missing_creates(history, survivors, auth=cluster.auth)
     assert not missing, f"P4: acknowledged creates missing: {missing[:10]}"
     return history, since
 
@@ -182,7 +182,7 @@ def test_primary_adapter_crash_promotes_secondary(cluster: Cluster) -> None:
     """P3 for polling adapters: promotion within T + T/2 + 1 s of the primary's last heartbeat."""
     history = History()
     _create(cluster, history)
-    with Fleet(cluster.urls, history) as fleet:
+    with Fleet(cluster.urls, history, auth=cluster.auth) as fleet:
         _start_adapters(fleet)
         since = _wait_stable(history)
         group = GROUPS[0]
