@@ -6,12 +6,22 @@ The admin CLIs (cli/client.py) and backup/restore (ops/backup.py) still read the
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cfs_cluster.errors import BadRequest
 
-__all__ = ["FailoverSettings", "RaftSettings", "SecuritySettings", "Settings", "parse_address"]
+__all__ = [
+    "AUTH_MODES",
+    "FailoverSettings",
+    "RaftSettings",
+    "SecuritySettings",
+    "Settings",
+    "default_auth",
+    "is_loopback",
+    "parse_address",
+]
 
 DEFAULT_API_PORT = 5590
 DEFAULT_RAFT_PORT = 5690
@@ -26,6 +36,27 @@ def parse_address(text: str, default_port: int) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise BadRequest(f"'{text}' is not a HOST:PORT address.")
     return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and addresses in 127.0.0.0/8 or ::1; False for ``0.0.0.0``, ``::``,
+    other names (they may resolve to anything) and anything unparsable."""
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+AUTH_MODES = ("required", "off")
+
+
+def default_auth(dev: bool, bootstrap_admin: str | None) -> str:
+    """``--auth`` when none is given: a ``--dev`` node (loopback only) is open unless it was
+    given a bootstrap administrator; every other node requires credentials."""
+    return "off" if dev and not bootstrap_admin else "required"
 
 
 @dataclass(frozen=True)
@@ -83,11 +114,18 @@ class FailoverSettings:
 class SecuritySettings:
     """Authentication, back-off and TLS (docs/security.md)."""
 
-    # "auto": enforced once the cluster has a user; "required": always (401 until bootstrapped).
-    auth: str = "auto"
+    # "required": every call but health and the token endpoint needs credentials (401 until a
+    # user exists); "off": none are checked, allowed on loopback only (Settings.validate).
+    auth: str = "required"
     bootstrap_admin: str | None = None  # "name:password", applied once through Raft
-    failures_before_backoff: int = 5  # wrong credentials from one IP before it must wait
+    failures_before_backoff: int = 5  # wrong credentials for one account before it must wait
+    # Wrong credentials from one source address, whichever accounts, before it must wait. Higher
+    # than the per-account count: one address may be a NAT or proxy in front of many adapters.
+    source_failures_before_backoff: int = 20
     max_backoff: float = 60.0  # seconds
+    # Addresses (CIDR) of reverse proxies whose X-Forwarded-For names the real client; the
+    # back-off counts per client address, so without this every adapter behind a proxy is one.
+    trusted_proxies: tuple[str, ...] = ()
     credential_cache_seconds: float = 300.0
     # Lifetime of OAuth access tokens (tokens.py); adapters refresh 30 s before expiry (§8.3).
     token_lifetime: int = 3600
@@ -101,14 +139,29 @@ class SecuritySettings:
         return self.tls_self_signed or self.tls_cert is not None
 
     def validate(self) -> None:
-        if self.auth not in ("auto", "required"):
-            raise BadRequest("--auth must be 'auto' or 'required'.")
+        if self.auth == "auto":
+            raise BadRequest(
+                "--auth auto was removed: it left a new cluster open to anyone until the first "
+                "user existed. Use --auth required with CFS_BOOTSTRAP_ADMIN=name:password (the "
+                "default), or --auth off on loopback for a local trial."
+            )
+        if self.auth not in AUTH_MODES:
+            raise BadRequest("--auth must be 'required' or 'off'.")
         if self.bootstrap_admin is not None and ":" not in self.bootstrap_admin:
             raise BadRequest("CFS_BOOTSTRAP_ADMIN must be 'name:password'.")
         if not 1 <= self.token_lifetime <= 86_400:
             raise BadRequest("--token-lifetime must be between 1 and 86400 seconds.")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise BadRequest("--tls-cert and --tls-key go together.")
+        if min(self.failures_before_backoff, self.source_failures_before_backoff) < 1:
+            raise BadRequest("The back-off thresholds must be at least 1.")
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise BadRequest(
+                    f"--trusted-proxies: '{network}' is not an address or CIDR network."
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -182,8 +235,35 @@ class Settings:
             )
         if self.raft_address in self.peers:
             raise BadRequest("--peers must list the *other* members, not this node's --raft.")
+        self._check_exposure()
+
+    def _check_exposure(self) -> None:
+        """Refuse, before anything binds, a node that would be reachable beyond this machine
+        without protection: pysyncobj unpickles (runs) whatever an unauthenticated peer sends."""
+        raft_host = self.raft_address.rpartition(":")[0]
+        exposed = [
+            f"{flag} {address}"
+            for flag, host, address in (
+                ("--api", self.api_host, f"{self.api_host}:{self.api_port}"),
+                ("--raft", raft_host, self.raft_address),
+                *(("--peers", p.rpartition(":")[0], p) for p in self.peers),
+            )
+            if not is_loopback(host)
+        ]
+        if self.dev and exposed:
+            raise BadRequest(
+                f"--dev (CFS_DEV=1) runs on loopback only, but {', '.join(exposed)} is not: "
+                "drop --dev and give a Raft password (CFS_RAFT_PASSWORD) and a bootstrap "
+                "administrator (CFS_BOOTSTRAP_ADMIN) to serve on a network."
+            )
         if not self.dev and not self.raft_password:
             raise BadRequest(
-                "A Raft password is required (--raft-password or CFS_RAFT_PASSWORD); "
-                "use --dev only for a local test cluster."
+                "A Raft password is required (CFS_RAFT_PASSWORD or --raft-password): without "
+                "one anyone reaching the Raft port can run code on this node. Use --dev only "
+                "for a local test cluster on loopback."
+            )
+        if self.security.auth == "off" and not is_loopback(self.api_host):
+            raise BadRequest(
+                f"--auth off is allowed on loopback only, but --api is {self.api_host}: "
+                "use --auth required with CFS_BOOTSTRAP_ADMIN=name:password."
             )

@@ -29,7 +29,7 @@ from support.clusterkit import free_ports
 from cfs_cluster.api.app import create_app
 from cfs_cluster.api.frontdoor import FrontDoor
 from cfs_cluster.cluster.node import Node
-from cfs_cluster.settings import FailoverSettings, RaftSettings, Settings
+from cfs_cluster.settings import FailoverSettings, RaftSettings, SecuritySettings, Settings
 
 API = "/api/v1/clientfailover"
 SECONDARY, PRIMARY, PENDING = 0, 1, 2
@@ -66,6 +66,7 @@ def _settings(data_dir: Path) -> Settings:
         peers=(),
         data_dir=data_dir,
         dev=True,
+        security=SecuritySettings(auth="off"),
         # Short election timeouts only make the lone node lead sooner; a quick checkpoint lets
         # GET .../clientsessions show heartbeats without a long poll.
         raft=RaftSettings(

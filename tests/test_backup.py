@@ -251,7 +251,8 @@ def test_new_cluster_starts_from_a_backup(
         assert "2 groups, 4 sessions, 2 users, 1 health endpoints" in capsys.readouterr().out
     assert out.stat().st_mode & 0o077 == 0
 
-    new = Cluster(tmp_path / "new", size=3)  # other ports; no bootstrap admin: users restored
+    # Other ports, and no bootstrap admin: the restored users are the ones it enforces.
+    new = Cluster(tmp_path / "new", size=3, extra_args=["--auth", "required"])
     for node in new.nodes:
         restore = ["restore", "--in", str(out), "--data-dir", str(node.data_dir)]
         assert main([*restore, "--raft", node.raft, "--peers", ",".join(node.peers)]) == 0

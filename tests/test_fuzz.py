@@ -9,8 +9,9 @@
   checks ``not_a_server_error``.
 
 Example counts are bounded so the module runs in well under a minute. Requests that carry wrong
-credentials are sent from 127.0.0.2, so the per-source back-off they earn never blocks the
-administrator's requests from 127.0.0.1.
+credentials are sent from 127.0.0.2. The back-off they earn (per source, and per account for
+``root:wrong``) never blocks the administrator's requests: the fixture has its credentials
+verified on every node first, and verified credentials never wait.
 """
 
 from __future__ import annotations

@@ -99,6 +99,7 @@ def test_client_commands() -> None:
     assert engine.apply(state, engine.AddClient("b", "c1", "users", "h2")).code == "conflict"
     engine.apply(state, engine.UpdateClient("c", "c1", secret_hash="h3"))
     assert (state.clients["c1"].secret_hash, state.clients["c1"].version) == ("h3", 1)
+    engine.apply(state, engine.AddUser("u", "root", "administrators", "hu"))
     engine.apply(state, engine.UpdateClient("d", "c1", role="administrators"))
     assert state.clients["c1"].version == 1  # a role change keeps the tokens
     missing = engine.UpdateClient("e", "nobody", role="users")

@@ -71,7 +71,10 @@ class FrontDoor:
         path: str = scope["path"]
         try:  # the one place authentication and roles are enforced (auth.py)
             await self.node.auth.check(
-                scope["method"], path, _header(scope, b"authorization"), _source(scope)
+                scope["method"],
+                path,
+                _header(scope, b"authorization"),
+                self.node.auth.source_of(scope.get("client"), scope["headers"]),
             )
         except CfsError as exc:
             await _send_error(send, exc, refusal_headers(exc))
@@ -212,11 +215,6 @@ def _header(scope: Scope, wanted: bytes) -> bytes | None:
         if name == wanted:
             return bytes(value)
     return None
-
-
-def _source(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
 
 
 async def _send_error(

@@ -5,13 +5,14 @@
   (``client_secret_post``) or HTTP Basic (``client_secret_basic``), never both (RFC 6749 §2.3).
 - Its errors follow RFC 6749 §5.2 (``{"error": ..., "error_description": ...}``), not the CFS
   ErrorResponse: that is what OAuth client libraries parse.
-- Wrong secrets count toward the same per-source back-off as wrong passwords.
+- Secrets are checked by ``Authenticator.authenticate_client``: the same back-off as passwords
+  (per client id and per source), and a dummy hash for an unknown id, so the answer takes as
+  long as for a known id and client ids cannot be enumerated by timing.
 - ``/api/v1/identity/signing-keys`` (administrators) lists and rotates the replicated keys.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import re
@@ -28,7 +29,7 @@ from cfs_cluster.api.requests import node_of
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import CfsError, TooManyRequests, Unavailable
 from cfs_cluster.protocol.bodies import ErrorResponse
-from cfs_cluster.security.auth import verify_known
+from cfs_cluster.security.auth import Unauthorized
 from cfs_cluster.security.tokens import TokenService, new_signing_key
 
 __all__ = ["OAuthError", "admin_router", "router"]
@@ -124,7 +125,7 @@ _TOKEN_RESPONSES: dict[int | str, dict[str, Any]] = {
 )
 async def token(request: Request) -> JSONResponse:
     node = node_of(request)
-    source = request.client.host if request.client else "unknown"
+    source = node.auth.source_of(request.scope.get("client"), request.scope["headers"])
     try:
         body = await _token(request, node, source)
     except OAuthError as exc:
@@ -141,40 +142,22 @@ async def _token(request: Request, node: Node, source: str) -> dict[str, Any]:
         raise OAuthError("unsupported_grant_type", f"Only grant_type={GRANT} is supported.")
     client_id, secret = _credentials(request.headers.get("authorization"), form)
     try:
-        node.auth.check_backoff(source)
+        client = await node.auth.authenticate_client(client_id, secret, source)
     except TooManyRequests as exc:
+        node.metrics.observe_auth_failure("backoff")
         raise _too_many(exc) from None
-    client = await _verified_client(node, client_id, secret)
-    if client is None:
-        node.auth.record_failure(source)
+    except Unavailable as exc:  # the re-check of an id this node may not know yet
+        error = OAuthError("temporarily_unavailable", exc.reason, 503)
+        error.retry_after = exc.retry_after
+        raise error from None
+    except Unauthorized as exc:
         node.metrics.observe_auth_failure("bad_credentials")
-        raise OAuthError("invalid_client", "The client id or secret is wrong.", 401)
-    node.auth.record_success(source)
+        raise OAuthError("invalid_client", exc.reason, 401) from None
     tokens = _tokens(node)
     key = tokens.signing_key() or await _first_key(node, tokens)
     access_token = tokens.issue(client, f"{_base_url(request, node)}/identity", key)
     log.info("Issued an access token to client '%s' (key %s).", client.client_id, key.kid)
     return {"access_token": access_token, "token_type": "Bearer", "expires_in": tokens.lifetime}
-
-
-async def _verified_client(node: Node, client_id: str, secret: str) -> engine.OAuthClient | None:
-    """The client if ``secret`` is its secret. A client unknown here, or whose secret does not
-    match, is looked up again after a read barrier: it may have been created or given a new
-    secret through another node moments ago."""
-    client = node.replicator.state.clients.get(client_id)
-    stored = client.secret_hash if client is not None else None
-    if await asyncio.to_thread(verify_known, secret, stored):
-        return client
-    try:
-        await node.reads.barrier()
-    except Unavailable as exc:
-        error = OAuthError("temporarily_unavailable", exc.reason, 503)
-        error.retry_after = exc.retry_after
-        raise error from None
-    fresh = node.replicator.state.clients.get(client_id)
-    if fresh is None or fresh.secret_hash == stored:
-        return None
-    return fresh if await asyncio.to_thread(verify_known, secret, fresh.secret_hash) else None
 
 
 def _form(content_type: str, body: bytes) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from cfs_cluster.settings import (
     RaftSettings,
     SecuritySettings,
     Settings,
+    default_auth,
     parse_address,
 )
 
@@ -89,7 +91,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--dev",
         action="store_true",
         default=(_env("CFS_DEV") or "").lower() in ("1", "true", "yes"),
-        help="allow running without a Raft password (local test clusters only) [CFS_DEV=1]",
+        help="a local test node: loopback only, no Raft password needed, and open "
+        "(--auth off) unless CFS_BOOTSTRAP_ADMIN or --auth is given [CFS_DEV=1]",
     )
     p.add_argument(
         "--log-level",
@@ -152,9 +155,15 @@ def _security_arguments(p: argparse.ArgumentParser) -> None:
     """Auth, TLS and rate limits (docs/security.md). The bootstrap password is env-only."""
     p.add_argument(
         "--auth",
-        choices=("auto", "required"),
-        default=_env("CFS_AUTH", "auto"),
-        help="auto: enforce once a user exists; required: always [CFS_AUTH]",
+        default=_env("CFS_AUTH"),
+        help="required (default): credentials on every call but health and the token "
+        "endpoint; off: none, loopback only (the default with --dev) [CFS_AUTH]",
+    )
+    p.add_argument(
+        "--trusted-proxies",
+        default=_env("CFS_TRUSTED_PROXIES", ""),
+        help="comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For names "
+        "the client (the back-off counts per client) [CFS_TRUSTED_PROXIES]",
     )
     p.add_argument(
         "--tls-cert", default=_env("CFS_TLS_CERT"), help="PEM certificate for HTTPS [CFS_TLS_CERT]"
@@ -195,9 +204,11 @@ def _security_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _security_settings(args: argparse.Namespace) -> SecuritySettings:
+    bootstrap_admin = _env("CFS_BOOTSTRAP_ADMIN") or None
     return SecuritySettings(
-        auth=args.auth,
-        bootstrap_admin=_env("CFS_BOOTSTRAP_ADMIN") or None,
+        auth=(args.auth or default_auth(args.dev, bootstrap_admin)).strip().lower(),
+        bootstrap_admin=bootstrap_admin,
+        trusted_proxies=tuple(p.strip() for p in args.trusted_proxies.split(",") if p.strip()),
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         tls_self_signed=args.tls == "self-signed",
@@ -263,10 +274,30 @@ def serve(args: argparse.Namespace) -> int:
     from cfs_cluster.ops.logs import setup_logging
 
     settings = build_settings(args)
+    _check_administrator(settings)
     setup_logging(settings.log_level, args.log_format)
     logging.getLogger("cfs.node").info("%s", settings.summary(__version__))
     run(Node(settings), _tls_files(settings))
     return 0
+
+
+def _check_administrator(settings: Settings) -> None:
+    """Refuse a node that requires credentials but could never get a user: no bootstrap
+    administrator, no Raft history of its own (users are in it, or in a restored backup), and
+    no peers to learn them from. A joining node starts without users and answers 401 ("no
+    users yet") until Raft brings them."""
+    from cfs_cluster.ops.backup import RAFT_FILES
+
+    s = settings.security
+    if s.auth != "required" or s.bootstrap_admin or settings.peers:
+        return
+    if any((settings.data_dir / name).exists() for name in RAFT_FILES):
+        return
+    raise BadRequest(
+        "Authentication is required but this node could never get an administrator: set "
+        "CFS_BOOTSTRAP_ADMIN=name:password for the first start, give --peers of a cluster that "
+        "has users, or restore a backup (cfs restore). For a local trial use --dev on loopback."
+    )
 
 
 def _tls_files(settings: Settings) -> tuple[Path, Path] | None:
@@ -276,25 +307,42 @@ def _tls_files(settings: Settings) -> tuple[Path, Path] | None:
 
 
 def dev_cluster(args: argparse.Namespace) -> int:
-    """Start N `cfs serve --dev` processes and stop them (by PID) on Ctrl-C."""
+    """Start N `cfs serve --dev` processes on loopback and stop them (by PID) on Ctrl-C.
+
+    The nodes share a Raft secret generated for this run, handed over in their environment
+    (not argv: that shows in `ps`), so no other local process can join or feed their Raft port.
+    """
     n = args.nodes
     rafts = [f"127.0.0.1:{args.raft_port + i}" for i in range(n)]
+    bootstrap_admin = _env("CFS_BOOTSTRAP_ADMIN") or None
+    auth = default_auth(True, bootstrap_admin)
+    env = {**os.environ, "CFS_RAFT_PASSWORD": secrets.token_urlsafe(32)}
     procs: list[subprocess.Popen[bytes]] = []
     for i in range(n):
         cmd = [
-            sys.executable, "-m", "cfs_cluster", "serve", "--dev",
+            sys.executable, "-m", "cfs_cluster", "serve", "--dev", "--auth", auth,
             "--node-id", f"n{i + 1}",
             "--api", f"127.0.0.1:{args.api_port + i}",
             "--raft", rafts[i],
             "--peers", ",".join(r for j, r in enumerate(rafts) if j != i),
             "--data-dir", str(Path(args.data_dir) / f"n{i + 1}"),
         ]  # fmt: skip
-        procs.append(subprocess.Popen(cmd))
+        procs.append(subprocess.Popen(cmd, env=env))
     urls = [f"http://127.0.0.1:{args.api_port + i}" for i in range(n)]
     print(f"cfs dev-cluster: {n} nodes starting (data in {args.data_dir}/)", flush=True)
     for i, url in enumerate(urls):
         print(f"  n{i + 1}: {url}   raft {rafts[i]}   pid {procs[i].pid}", flush=True)
-    print(f"Try:  curl -s {urls[0]}/api/v1/cluster", flush=True)
+    print("Raft: encrypted with a random secret generated for this run.", flush=True)
+    if bootstrap_admin is None:
+        print(
+            "Auth: OFF - the API is open to every process on this machine (loopback only).",
+            flush=True,
+        )
+        print(f"Try:  curl -s {urls[0]}/api/v1/cluster", flush=True)
+    else:
+        name = bootstrap_admin.partition(":")[0]
+        print(f"Auth: required - administrator '{name}' from CFS_BOOTSTRAP_ADMIN.", flush=True)
+        print(f"Try:  curl -s -u {name}:<password> {urls[0]}/api/v1/cluster", flush=True)
     print("Press Ctrl-C to stop every node.", flush=True)
     stopping = False
 

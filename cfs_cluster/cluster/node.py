@@ -69,7 +69,7 @@ class Node:
             probe_timeout=settings.raft.min_timeout,
         )
         self._publish_task: asyncio.Task[None] | None = None
-        self.auth = Authenticator(self.users, settings.security)
+        self.auth = Authenticator(self.users, settings.security, clients=self.clients)
         self.auth.recheck = self.reads.barrier  # unknown credentials may be replication lag
         self.heartbeat_limiter = HeartbeatLimiter(
             settings.failover.heartbeat_rate_limit, settings.security.heartbeat_burst
@@ -105,6 +105,9 @@ class Node:
         # getattr: a snapshot written before users existed unpickles without the field.
         users: dict[str, engine.User] = self.replicator.state.users
         return users
+
+    def clients(self) -> dict[str, engine.OAuthClient]:
+        return self.replicator.state.clients
 
     def _on_applied(self, command: engine.Command, result: engine.Result) -> None:
         self.coordinator.on_applied(command, result)
@@ -180,6 +183,12 @@ class Node:
         self.health.start()
         if self.settings.security.bootstrap_admin:
             self._bootstrap_task = asyncio.create_task(self._bootstrap_admin())
+        elif self.settings.security.auth == "required" and not self.users():
+            log.warning(
+                "Authentication is required and this node has no users yet: it answers 401 "
+                "until users arrive through Raft from its peers (CFS_BOOTSTRAP_ADMIN creates "
+                "the first administrator of a new cluster)."
+            )
 
     async def stop(self) -> None:
         """Hand leadership over first, so a planned stop costs no election timeout."""

@@ -122,8 +122,8 @@ def _update_user(state: ClusterState, cmd: UpdateUser) -> Result:
     user = state.users.get(cmd.name)
     if user is None:
         return Result(Code.USER_NOT_FOUND)
-    if cmd.role is not None and cmd.role != ADMINISTRATORS and _last_admin(state, cmd.name):
-        return Result(Code.CONFLICT, f"'{cmd.name}' is the last administrator.")
+    if cmd.role is not None and cmd.role != ADMINISTRATORS and _last_admin(state, user.role):
+        return _last_admin_conflict("user", cmd.name)
     if cmd.password_hash is not None:
         user.password_hash = cmd.password_hash
     if cmd.role is not None:
@@ -132,18 +132,33 @@ def _update_user(state: ClusterState, cmd: UpdateUser) -> Result:
 
 
 def _remove_user(state: ClusterState, cmd: RemoveUser) -> Result:
-    if cmd.name not in state.users:
+    user = state.users.get(cmd.name)
+    if user is None:
         return Result(Code.USER_NOT_FOUND)
-    if _last_admin(state, cmd.name):
-        return Result(Code.CONFLICT, f"'{cmd.name}' is the last administrator.")
+    if _last_admin(state, user.role):
+        return _last_admin_conflict("user", cmd.name)
     del state.users[cmd.name]
     return Result(Code.DELETED)
 
 
-def _last_admin(state: ClusterState, name: str) -> bool:
-    """Removing or demoting the last administrator would lock everyone out of user management."""
-    admins = [u.name for u in state.users.values() if u.role == ADMINISTRATORS]
-    return admins == [name]
+def _last_admin(state: ClusterState, role: str) -> bool:
+    """Whether an account of ``role`` is the only administrator, users and OAuth clients
+    counted together: removing or demoting it would lock everyone out of administration.
+    Decided here, in apply, so two concurrent removals through different nodes are ordered by
+    the log and the second is refused on every replica."""
+    if role != ADMINISTRATORS:
+        return False
+    users = sum(1 for u in state.users.values() if u.role == ADMINISTRATORS)
+    clients = sum(1 for c in state.clients.values() if c.role == ADMINISTRATORS)
+    return users + clients == 1
+
+
+def _last_admin_conflict(kind: str, name: str) -> Result:
+    return Result(
+        Code.CONFLICT,
+        f"The {kind} '{name}' is the last administrator (users and OAuth clients together); "
+        "add another administrator first.",
+    )
 
 
 def _add_client(state: ClusterState, cmd: AddClient) -> Result:
@@ -157,6 +172,8 @@ def _update_client(state: ClusterState, cmd: UpdateClient) -> Result:
     client = state.clients.get(cmd.client_id)
     if client is None:
         return Result(Code.CLIENT_NOT_FOUND)
+    if cmd.role is not None and cmd.role != ADMINISTRATORS and _last_admin(state, client.role):
+        return _last_admin_conflict("client", cmd.client_id)
     if cmd.role is not None:
         client.role = cmd.role
     if cmd.secret_hash is not None:
@@ -166,8 +183,12 @@ def _update_client(state: ClusterState, cmd: UpdateClient) -> Result:
 
 
 def _remove_client(state: ClusterState, cmd: RemoveClient) -> Result:
-    if state.clients.pop(cmd.client_id, None) is None:
+    client = state.clients.get(cmd.client_id)
+    if client is None:
         return Result(Code.CLIENT_NOT_FOUND)
+    if _last_admin(state, client.role):
+        return _last_admin_conflict("client", cmd.client_id)
+    del state.clients[cmd.client_id]
     return Result(Code.DELETED)
 
 

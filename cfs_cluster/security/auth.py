@@ -8,12 +8,17 @@
 - Verified credentials are cached, keyed by an HMAC of the Authorization header under a
   per-process key, and tied to the password hash they were checked against: a password change
   or removal invalidates them at once, with no explicit cache flush across nodes.
-- Repeated wrong credentials from one source IP make it wait (429 + Retry-After) with an
-  exponentially growing delay, before any hash is computed.
+- Back-off (``Backoff``): wrong credentials are counted per account and per source address;
+  either count past its threshold makes further attempts wait (429 + Retry-After, growing
+  exponentially) before any hash is computed. Each attempt is counted *before* it is hashed, so
+  parallel guesses cannot all slip through. Credentials already verified (cached) and Bearer
+  tokens never wait: a blocked address (say, the proxy every adapter connects through) locks
+  out no adapter. The source is the peer address, or the client named in X-Forwarded-For when
+  the peer is a configured trusted proxy.
 - ``Authorization: Bearer`` carries an OAuth access token (tokens.py) and is accepted wherever
   Basic is; a token check is a cached dict lookup, no hash.
-- Auth is opt-in for now: enforced when the cluster has at least one user or OAuth client, or
-  always with ``--auth required``.
+- ``--auth required`` (the default) enforces all of this; ``--auth off`` (loopback only,
+  settings.py) checks nothing.
 """
 
 from __future__ import annotations
@@ -21,17 +26,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cfs_cluster import engine
-from cfs_cluster.errors import BadRequest, CfsError, TooManyRequests
+from cfs_cluster.errors import BadRequest, CfsError, TooManyRequests, Unavailable
 from cfs_cluster.protocol.heartbeat import READ_PATH, RELAY_PATH
 from cfs_cluster.security.tokens import InvalidToken, Principal, TokenService
 from cfs_cluster.settings import SecuritySettings
@@ -40,6 +48,7 @@ __all__ = [
     "ADMINISTRATORS",
     "USERS",
     "Authenticator",
+    "Backoff",
     "Forbidden",
     "Unauthorized",
     "check_user_name",
@@ -67,8 +76,8 @@ INVALID_TOKEN_HEADER = (b"www-authenticate", b'Bearer realm="cfs", error="invali
 MAX_PASSWORD_LENGTH = 1024
 MAX_NAME_LENGTH = 64
 _CACHE_SIZE = 10_000
-_TRACKED_SOURCES = 10_000
-_FAILURE_MEMORY = 600.0  # seconds after the last failure that a source's count is forgotten
+_TRACKED_SOURCES = 10_000  # accounts, sources and pairs each; the least recent is dropped
+_FAILURE_MEMORY = 600.0  # seconds after the newest failure that a count is forgotten
 NO_USERS_YET = (
     "This node has no users yet: it has not joined the cluster (cfs cluster add-node) "
     "or no administrator was created (CFS_BOOTSTRAP_ADMIN)."
@@ -200,6 +209,157 @@ def allows(role: str, required: str) -> bool:
     return required == USERS or role == ADMINISTRATORS
 
 
+# --------------------------------------------------------------------------- back-off
+
+
+@dataclass
+class _Count:
+    failures: int
+    last: float  # clock time of the newest failure
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A reserved attempt: counted as a failure until ``Backoff.succeeded`` takes it back."""
+
+    account: str | None
+    source: str
+
+
+class Backoff:
+    """Failure counts per account, per source address, and per (account, source) pair.
+
+    An attempt is refused while its account or its source is backing off: after ``threshold``
+    failures it waits 1 s, then 2, 4, ... up to ``max_wait`` for each further one, measured from
+    the newest failure. A count is forgotten ``_FAILURE_MEMORY`` seconds after its newest
+    failure. A success takes back only what the same account failed from the same source (a
+    user mistyping), never another account's or another source's failures.
+    """
+
+    def __init__(self, settings: SecuritySettings, clock: Callable[[], float]) -> None:
+        self._account_threshold = settings.failures_before_backoff
+        self._source_threshold = settings.source_failures_before_backoff
+        self._max_wait = settings.max_backoff
+        self._clock = clock
+        self._accounts: OrderedDict[str, _Count] = OrderedDict()
+        self._sources: OrderedDict[str, _Count] = OrderedDict()
+        self._pairs: OrderedDict[tuple[str | None, str], _Count] = OrderedDict()
+
+    def reserve(self, account: str | None, source: str) -> Attempt:
+        """Count one attempt as failed now, before its hash is computed; TooManyRequests
+        instead while its account or source must wait. Nothing awaits between the check and
+        the count, so concurrent attempts are counted one by one."""
+        now = self._clock()
+        wait = self._source_wait(source, now)
+        what = "this address"
+        if account is not None and (account_wait := self._account_wait(account, now)) > wait:
+            wait, what = account_wait, "this account"
+        if wait > 0:
+            raise TooManyRequests(
+                f"Too many failed authentication attempts for {what}.", retry_after=wait
+            )
+        if account is not None:
+            _add(self._accounts, account, 1, now)
+        _add(self._sources, source, 1, now)
+        _add(self._pairs, (account, source), 1, now)
+        return Attempt(account, source)
+
+    def succeeded(self, attempt: Attempt) -> None:
+        pair = self._pairs.pop((attempt.account, attempt.source), None)
+        taken_back = pair.failures if pair is not None else 1
+        if attempt.account is not None:
+            _subtract(self._accounts, attempt.account, taken_back)
+        _subtract(self._sources, attempt.source, taken_back)
+
+    def _account_wait(self, account: str, now: float) -> float:
+        return self._wait(self._accounts.get(account), self._account_threshold, now)
+
+    def _source_wait(self, source: str, now: float) -> float:
+        return self._wait(self._sources.get(source), self._source_threshold, now)
+
+    def _wait(self, count: _Count | None, threshold: int, now: float) -> float:
+        if count is None or count.failures < threshold or now - count.last > _FAILURE_MEMORY:
+            return 0.0
+        delay = min(self._max_wait, 2.0 ** (count.failures - threshold))
+        return max(0.0, count.last + delay - now)
+
+
+_Key = TypeVar("_Key")
+
+
+def _add(table: OrderedDict[_Key, _Count], key: _Key, failures: int, now: float) -> None:
+    count = table.pop(key, None)
+    if count is None or now - count.last > _FAILURE_MEMORY:
+        count = _Count(0, now)
+    count.failures += failures
+    count.last = now
+    table[key] = count  # re-inserted: most recent last, so the oldest is evicted first
+    while len(table) > _TRACKED_SOURCES:
+        table.popitem(last=False)
+
+
+def _subtract(table: OrderedDict[_Key, _Count], key: _Key, failures: int) -> None:
+    count = table.get(key)
+    if count is not None:
+        count.failures = max(0, count.failures - failures)
+
+
+# --------------------------------------------------------------------------- client address
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as proxies write it in X-Forwarded-For: bare, ``[v6]``, or ``v4:port``."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+class ClientAddress:
+    """The address the back-off counts a request against.
+
+    The TCP peer, unless the peer is a trusted proxy: then the right-most X-Forwarded-For
+    entry that is not itself a trusted proxy (entries further left were written by the client
+    and prove nothing). Without trusted proxies the header is ignored entirely.
+    """
+
+    def __init__(self, trusted: Iterable[str]) -> None:
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in trusted]
+        self._peers: dict[str, bool] = {}  # peer address -> trusted; few distinct peers
+
+    def of(self, peer: str, headers: Iterable[tuple[bytes, bytes]]) -> str:
+        if not self._networks or not self._is_trusted_peer(peer):
+            return peer
+        forwarded = b",".join(v for k, v in headers if k == b"x-forwarded-for")
+        client = peer
+        for entry in reversed(forwarded.decode("latin-1").split(",")):
+            address = _parse_ip(entry)
+            if address is None:
+                break
+            client = str(address)
+            if not self._trusted(address):
+                break
+        return client
+
+    def _is_trusted_peer(self, peer: str) -> bool:
+        known = self._peers.get(peer)
+        if known is None:
+            address = _parse_ip(peer)
+            known = address is not None and self._trusted(address)
+            if len(self._peers) >= _TRACKED_SOURCES:
+                self._peers.clear()
+            self._peers[peer] = known
+        return known
+
+    def _trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in network for network in self._networks)
+
+
 # --------------------------------------------------------------------------- authenticator
 
 
@@ -210,29 +370,25 @@ class _Verified:
     expires: float
 
 
-@dataclass
-class _Failures:
-    count: int
-    last: float
-    blocked_until: float
-
-
 class Authenticator:
-    """Decides whether one request may proceed. Reads users from the replicated state."""
+    """Decides whether one request may proceed. Reads users and clients from the replicated state."""
 
     def __init__(
         self,
         users: Callable[[], dict[str, engine.User]],
         settings: SecuritySettings,
         clock: Callable[[], float] = time.monotonic,
+        clients: Callable[[], dict[str, engine.OAuthClient]] = dict,
     ) -> None:
         self._users = users
+        self._clients = clients
         self._settings = settings
         self._clock = clock
         self._key = os.urandom(32)
         self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
-        self._failures: OrderedDict[str, _Failures] = OrderedDict()
-        self.hashes_computed = 0  # for tests and benchmarks: cache misses that cost a hash
+        self.backoff = Backoff(settings, clock)
+        self.client_address = ClientAddress(settings.trusted_proxies)
+        self.hashes_computed = 0  # for tests and benchmarks: checks that cost a hash
         self.on_failure: Callable[[str], None] = lambda reason: None  # metrics hook
         self.tokens: TokenService | None = None  # set by create_app; Bearer is refused without
         # A read barrier (reads.py): credentials unknown here may be replication lag, so they
@@ -240,15 +396,17 @@ class Authenticator:
         self.recheck: Callable[[], Awaitable[None]] | None = None
 
     def enabled(self) -> bool:
-        return (
-            self._settings.auth == "required"
-            or bool(self._users())
-            or (self.tokens is not None and self.tokens.has_clients())
-        )
+        return self._settings.auth == "required"
+
+    def source_of(
+        self, peer: tuple[str, int] | None, headers: Iterable[tuple[bytes, bytes]]
+    ) -> str:
+        """The client address of an ASGI request (``scope["client"]``, ``scope["headers"]``)."""
+        return self.client_address.of(str(peer[0]) if peer else "unknown", headers)
 
     async def check(self, method: str, path: str, authorization: bytes | None, source: str) -> None:
         """Return when the request may proceed; raise Unauthorized, Forbidden or TooManyRequests."""
-        if not self.enabled():  # first: the open cluster's hot path pays one dict check
+        if not self.enabled():  # first: the open node's hot path pays one comparison
             return
         required = required_role(method, path)
         if required is None:
@@ -264,25 +422,28 @@ class Authenticator:
     async def authenticate(
         self, authorization: bytes | None, source: str
     ) -> engine.User | Principal:
-        self.check_backoff(source)
+        if not self._users() and not self._clients() and self.recheck is not None:
+            # A node that is behind may not have heard of any account yet. One that cannot
+            # reach a leader (not yet a member, say) has none to offer: say so below.
+            with contextlib.suppress(Unavailable):
+                await self.recheck()
+        if not self._users() and not self._clients():
+            # Nothing to guess and nothing to reveal: say why no password can be right here.
+            raise Unauthorized(NO_USERS_YET)
         if not authorization:
             raise Unauthorized("No credentials were sent.")
         scheme, _, token = authorization.strip().partition(b" ")
         if scheme.lower() == b"bearer":
             return await self._bearer(token.strip().decode("latin-1"))
         key = hmac.new(self._key, authorization, hashlib.sha256).digest()
-        user = self._cached(key)
+        user, verified_before = self._cached(key)
         if user is not None:
             return user
         name, password = _basic(authorization)
-        if not self._users() and self.recheck is not None:
-            await self.recheck()  # a node that is behind may not have heard of any user yet
-        users = self._users()
-        if not users:
-            # Nothing to guess and nothing to reveal: say why no password can be right here.
-            self.record_failure(source)
-            raise Unauthorized(NO_USERS_YET)
-        user = users.get(name) if name is not None else None
+        # A header verified before (its entry only expired) re-verifies without waiting: it
+        # holds the right password, so a back-off started by someone else must not stop it.
+        attempt = None if verified_before else self.backoff.reserve(_account("user", name), source)
+        user = self._users().get(name) if name is not None else None
         ok = await self._verify(password, user)
         if not ok and name is not None and self.recheck is not None:
             # Created, or given a new password, through another node moments ago?
@@ -291,17 +452,41 @@ class Authenticator:
             if fresh is not None and (user is None or fresh.password_hash != user.password_hash):
                 user, ok = fresh, await self._verify(password, fresh)
         if user is None or not ok:
-            self.record_failure(source)
             raise Unauthorized("The user name or password is wrong.")
-        self.record_success(source)
+        if attempt is not None:
+            self.backoff.succeeded(attempt)
         self._remember(key, user)
         return user
 
     async def _verify(self, password: str | None, user: engine.User | None) -> bool:
+        """Hashed even for an unknown name (verify_known): timing does not reveal which exist."""
         self.hashes_computed += 1
-        stored = user.password_hash if user is not None else _DUMMY_HASH
-        ok = await asyncio.to_thread(verify_password, password or "", stored)
-        return ok and user is not None
+        stored = user.password_hash if user is not None else None
+        return await asyncio.to_thread(verify_known, password or "", stored)
+
+    async def authenticate_client(
+        self, client_id: str, secret: str, source: str
+    ) -> engine.OAuthClient:
+        """The token endpoint's check of a client secret. An unknown id costs the same hash as
+        a known one (a dummy), so timing does not reveal which ids exist; an id this node has
+        not heard of yet, or a secret changed moments ago, is checked again after a barrier."""
+        attempt = self.backoff.reserve(_account("client", client_id), source)
+        client = self._clients().get(client_id)
+        ok = await self._verify_client(secret, client)
+        if not ok and self.recheck is not None:
+            await self.recheck()
+            fresh = self._clients().get(client_id)
+            if fresh is not None and (client is None or fresh.secret_hash != client.secret_hash):
+                client, ok = fresh, await self._verify_client(secret, fresh)
+        if client is None or not ok:
+            raise Unauthorized("The client id or secret is wrong.")
+        self.backoff.succeeded(attempt)
+        return client
+
+    async def _verify_client(self, secret: str, client: engine.OAuthClient | None) -> bool:
+        self.hashes_computed += 1
+        stored = client.secret_hash if client is not None else None
+        return await asyncio.to_thread(verify_known, secret, stored)
 
     async def _bearer(self, token: str) -> Principal:
         # A refused token does not count toward the back-off: a 256-bit HMAC cannot be
@@ -319,54 +504,29 @@ class Authenticator:
 
     # ----------------------------------------------------------------- cache
 
-    def _cached(self, key: bytes) -> engine.User | None:
+    def _cached(self, key: bytes) -> tuple[engine.User | None, bool]:
+        """(the user, if a fresh entry vouches for it; whether an entry, fresh or expired,
+        vouches for this exact header against the user's current password hash)."""
         entry = self._cache.get(key)
         if entry is None:
-            return None
+            return None, False
         user = self._users().get(entry.name)
-        if (
-            user is None
-            or entry.expires < self._clock()
-            or not hmac.compare_digest(user.password_hash, entry.password_hash)
-        ):
-            del self._cache[key]  # password changed, user removed, or entry too old
-            return None
-        return user
+        if user is None or not hmac.compare_digest(user.password_hash, entry.password_hash):
+            del self._cache[key]  # password changed or user removed
+            return None, False
+        return (user if entry.expires >= self._clock() else None), True
 
     def _remember(self, key: bytes, user: engine.User) -> None:
         expires = self._clock() + self._settings.credential_cache_seconds
+        self._cache.pop(key, None)
         self._cache[key] = _Verified(user.name, user.password_hash, expires)
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
 
-    # ----------------------------------------------------------------- back-off
 
-    def check_backoff(self, source: str) -> None:
-        """Raise TooManyRequests while ``source`` must wait (also used by the token endpoint)."""
-        record = self._failures.get(source)
-        now = self._clock()
-        if record is not None and record.blocked_until > now:
-            raise TooManyRequests(
-                "Too many failed authentication attempts from this address.",
-                retry_after=record.blocked_until - now,
-            )
-
-    def record_success(self, source: str) -> None:
-        self._failures.pop(source, None)
-
-    def record_failure(self, source: str) -> None:
-        now = self._clock()
-        record = self._failures.pop(source, None)
-        if record is None or now - record.last > _FAILURE_MEMORY:
-            record = _Failures(0, now, 0.0)
-        record.count += 1
-        record.last = now
-        excess = record.count - self._settings.failures_before_backoff
-        if excess >= 0:
-            record.blocked_until = now + min(self._settings.max_backoff, 2.0**excess)
-        self._failures[source] = record  # re-inserted: most recent last
-        while len(self._failures) > _TRACKED_SOURCES:
-            self._failures.popitem(last=False)
+def _account(kind: str, name: str | None) -> str | None:
+    """The back-off key of an account; users and clients may share a name, not a count."""
+    return None if name is None else f"{kind}:{name}"
 
 
 def _basic(authorization: bytes) -> tuple[str | None, str | None]:

@@ -163,7 +163,7 @@ def test_chaos(chaos_cluster: tuple[Cluster, Network | None]) -> None:
     history = History()
     create(cluster, history)
     schedule: list[dict[str, Any]] = []
-    with Fleet(cluster.urls, history) as fleet:
+    with Fleet(cluster.urls, history, auth=cluster.auth) as fleet:
         start_adapters(fleet)
         since = wait_stable(history)
         fleet.add_writer("chaos", 0.5)
@@ -191,7 +191,7 @@ def test_chaos(chaos_cluster: tuple[Cluster, Network | None]) -> None:
         "p1_overlapping_grants": [str(v) for v in p1_violations(records)],
         "p2_role_changes": role_changes(records, since),
         "unexpected_answers": [f"{r.status} {r.error}" for r in server_errors(records)][:20],
-        "p4_missing_creates": missing_creates(history, cluster.urls),
+        "p4_missing_creates": missing_creates(history, cluster.urls, auth=cluster.auth),
     }
     spans = [s["longest_failed_span"] for s in schedule] or [0.0]
     report = {

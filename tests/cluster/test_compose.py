@@ -231,3 +231,58 @@ def test_haproxy_spreads_requests_and_drops_unready_nodes(tmp_path: Path) -> Non
             proxy.terminate()
             proxy.wait(timeout=10)
             log.close()
+
+
+def test_haproxy_passes_the_client_address_to_the_nodes() -> None:
+    config = (COMPOSE / "haproxy.cfg").read_text()
+    frontend = config.split("frontend cfs_api", 1)[1].split("\nbackend", 1)[0]
+    assert re.search(r"^\s*http-request del-header X-Forwarded-For\s*$", frontend, re.M)
+    assert re.search(r"^\s*option forwardfor\s*$", frontend, re.M)
+    haproxy = _compose()["services"]["haproxy"]["networks"]["cfs"]["ipv4_address"]
+    for name, service in _nodes().items():
+        trusted = service["environment"]["CFS_TRUSTED_PROXIES"]
+        assert ipaddress.ip_address(haproxy) in ipaddress.ip_network(trusted), name
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(HAPROXY is None, reason=NO_HAPROXY)
+def test_behind_haproxy_the_backoff_counts_each_client(tmp_path: Path) -> None:
+    """Through the compose HAProxy config every client reaches the node from the proxy's
+    address; with that address trusted the node counts failures per real client, so one
+    client guessing does not block another one's first login."""
+    assert HAPROXY is not None
+    front, stats = free_ports(2)
+    admin = ("root", "haproxy-admin-pw")
+    env = {"CFS_BOOTSTRAP_ADMIN": f"{admin[0]}:{admin[1]}"}
+    extra = ["--trusted-proxies", "127.0.0.1/32"]
+    with Cluster(tmp_path, size=1, env=env, extra_args=extra) as cluster:
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(_loopback_config(cluster, front, stats))
+        log = (tmp_path / "haproxy.log").open("wb")
+        proxy = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=log, stderr=log)
+        guesser = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+        other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.3"))
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    _wait_states(guesser, stats, {"cfs1": "UP"})
+                    break
+                except (httpx.HTTPError, AssertionError):
+                    assert time.monotonic() < deadline, "haproxy did not come up"
+                    time.sleep(0.1)
+            url = f"http://127.0.0.1:{front}/api/v1/cluster"
+            while guesser.get(url).status_code != 401:  # the bootstrap administrator exists
+                assert time.monotonic() < deadline, "bootstrap administrator never applied"
+                time.sleep(0.05)
+            for i in range(20):  # one guess at each of 20 accounts: the source's threshold
+                assert guesser.get(url, auth=(f"user{i}", "guess")).status_code == 401
+            assert guesser.get(url, auth=admin).status_code == 429  # this client waits
+            assert other.get(url, auth=admin).status_code == 200  # another client does not
+            assert guesser.get(url, auth=admin).status_code == 200  # now verified: never waits
+        finally:
+            guesser.close()
+            other.close()
+            proxy.terminate()
+            proxy.wait(timeout=10)
+            log.close()

@@ -90,7 +90,7 @@ def test_primary_adapter_crash_promotes_secondary(cluster: Cluster) -> None:
     """P3 for polling adapters: promotion within T + T/2 + 1 s of the primary's last heartbeat."""
     history = History()
     create(cluster, history)
-    with Fleet(cluster.urls, history) as fleet:
+    with Fleet(cluster.urls, history, auth=cluster.auth) as fleet:
         start_adapters(fleet)
         since = wait_stable(history)
         group = GROUPS[0]

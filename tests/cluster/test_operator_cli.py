@@ -444,7 +444,8 @@ def test_errors_a_person_can_act_on(
 
 
 def test_a_node_without_users_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with Cluster(tmp_path, size=1, extra_args=["--auth", "required"]) as lone:
+    # Started with --peers and no administrator: allowed, and nobody can log in yet.
+    with Cluster(tmp_path, size=3, extra_args=["--auth", "required"]) as lone:
         creds = ["--url", lone.urls[0], "--user", "root", "--password", "right-elsewhere"]
         code, _, err = cfs(capsys, "groups", "list", *creds)
         assert code == 1

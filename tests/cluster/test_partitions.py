@@ -93,7 +93,7 @@ def test_primary_adapter_cut_off_from_a_healthy_cluster(
     net, cluster = netcluster
     history = History()
     create(cluster, history)
-    with Fleet(cluster.urls, history) as fleet:
+    with Fleet(cluster.urls, history, auth=cluster.auth) as fleet:
         for i, group in enumerate(GROUPS):
             for j, session in enumerate(SESSIONS):
                 cut = group == GROUPS[0] and session == "a"

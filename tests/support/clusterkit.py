@@ -1,4 +1,10 @@
-"""Test harness: real `cfs serve` processes on 127.0.0.1, started and stopped by PID.
+"""Test harness: real `cfs serve` processes, started and stopped by PID.
+
+Nodes on 127.0.0.1 run `serve --dev` (loopback only, no Raft password, open unless the test
+gives CFS_BOOTSTRAP_ADMIN). Nodes placed on other addresses (network namespaces,
+tests/netkit.py) run as on a real network: a Raft password and a bootstrap administrator
+generated for the cluster, whose credentials ``Cluster.auth`` carries (``Cluster.client``
+sends them).
 
 Ports are picked at random below 32768 (ephemeral ports can self-connect, see
 research/probe-notes.md) and checked free, so several suites can run side by side.
@@ -8,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,6 +27,12 @@ from typing import Any
 import httpx
 
 PORT_RANGE = (20000, 32000)
+# The administrator of clusters placed beyond loopback (its password is made per cluster).
+NETWORK_ADMIN = "harness-admin"
+
+
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.")
 
 
 def free_ports(count: int) -> list[int]:
@@ -56,6 +69,7 @@ class NodeProcess:
     host: str = "127.0.0.1"
     netns: str | None = None  # run inside this network namespace (tests/support/netkit.py)
     scheme: str = "http"  # "https" when started with --tls
+    dev: bool = True  # `serve --dev`: loopback only
 
     @property
     def url(self) -> str:
@@ -69,7 +83,8 @@ class NodeProcess:
         # `ip netns exec` execs the command, so the PID stays the node's own.
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         cmd = [
-            *prefix, sys.executable, "-m", "cfs_cluster", "serve", "--dev",
+            *prefix, sys.executable, "-m", "cfs_cluster", "serve",
+            *(["--dev"] if self.dev else []),
             "--node-id", self.node_id,
             "--api", f"{self.host}:{self.api_port}",
             "--raft", self.raft,
@@ -124,6 +139,14 @@ class Cluster:
         (the nodes' own relays do: that is what such tests check)."""
         scheme = "https" if any(a.startswith("--tls") for a in extra_args or []) else "http"
         placement = placement or [("127.0.0.1", None)] * size
+        env = dict(env or {})
+        local = all(is_loopback(host) for host, _ in placement)
+        self.auth: httpx.BasicAuth | None = None
+        if not local:  # as on a real network: `serve` refuses to start without these
+            password = secrets.token_urlsafe(16)
+            env.setdefault("CFS_RAFT_PASSWORD", secrets.token_urlsafe(24))
+            env.setdefault("CFS_BOOTSTRAP_ADMIN", f"{NETWORK_ADMIN}:{password}")
+            self.auth = httpx.BasicAuth(NETWORK_ADMIN, password)
         ports = free_ports(2 * size)
         rafts = [f"{placement[i][0]}:{ports[size + i]}" for i in range(size)]
         self.nodes = [
@@ -135,17 +158,18 @@ class Cluster:
                 log_path=base_dir / f"n{i + 1}.log",
                 peers=[r for j, r in enumerate(rafts) if j != i],
                 extra_args=list(extra_args or []),
-                env=dict(env or {}),
+                env=dict(env),
                 host=placement[i][0],
                 netns=placement[i][1],
                 scheme=scheme,
+                dev=local,
             )
             for i in range(size)
         ]
-        self.client = httpx.Client(timeout=10, verify=scheme == "http")
+        self.client = httpx.Client(timeout=10, verify=scheme == "http", auth=self.auth)
         self._base_dir = base_dir
         self._extra_args = list(extra_args or [])
-        self._env = dict(env or {})
+        self._env = env
 
     def spawn(self) -> int:
         """Start one more node whose --peers name every current node (it joins as a voter
@@ -188,6 +212,8 @@ class Cluster:
             for node in self.nodes:
                 node.start()
             self.wait_ready()
+            if self.auth is not None:
+                self.wait_authenticated()
         except BaseException:
             self.close()  # __exit__ does not run when __enter__ fails: stop what started
             raise
@@ -230,6 +256,21 @@ class Cluster:
         if pending:
             logs = {self.nodes[i].node_id: self.tail_log(i) for i in pending}
             raise TimeoutError(f"nodes not ready: {sorted(pending)}; logs: {logs}")
+
+    def wait_authenticated(self, timeout: float = 30) -> None:
+        """Until every node accepts ``auth``: the bootstrap administrator is applied through
+        Raft after the nodes are ready."""
+        deadline = time.monotonic() + timeout
+        for i, node in enumerate(self.nodes):
+            while True:
+                try:
+                    if self.client.get(node.url + "/api/v1/cluster", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"node {i} never accepted the administrator")
+                time.sleep(0.05)
 
     def leader_index(self, timeout: float = 15, exclude: set[int] | None = None) -> int:
         """Index of a live node (not in ``exclude``) that a live node names leader and that

@@ -92,7 +92,7 @@ def run_fault(
     """Adapters + a writer run through the fault; returns the history and the fault time."""
     history = History()
     create(cluster, history)
-    with Fleet(cluster.urls, history, health_check=health_check) as fleet:
+    with Fleet(cluster.urls, history, health_check=health_check, auth=cluster.auth) as fleet:
         start_adapters(fleet)
         wait_stable(history)
         fleet.add_writer("w", 0.25)
@@ -101,7 +101,7 @@ def run_fault(
         cluster.wait_ready(timeout=20, nodes=alive)
         observe(2 * T)
     survivors = [cluster.nodes[i].url for i in alive]
-    missing = missing_creates(history, survivors)
+    missing = missing_creates(history, survivors, auth=cluster.auth)
     assert not missing, f"P4: acknowledged creates missing: {missing[:10]}"
     return history, since
 

@@ -26,6 +26,8 @@ def basic(name: str, password: str) -> dict[str, str]:
 
 
 def settings_for(tmp_path: Path, **security: Any) -> Settings:
+    """A --dev node on loopback: open unless given a bootstrap administrator (as the CLI)."""
+    security.setdefault("auth", "required" if security.get("bootstrap_admin") else "off")
     api, raft = free_ports(2)
     return Settings(
         node_id="n1",
