@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -24,7 +25,9 @@ from .settings import (
 )
 from .usercli import add_users_parser, users_command
 
-__all__ = ["main"]
+__all__ = ["EXIT_STORAGE_CORRUPT", "main"]
+
+EXIT_STORAGE_CORRUPT = 65  # EX_DATAERR: a data file is damaged; restore the node from a peer
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -105,6 +108,13 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=float(_env("CFS_DRAIN_SECONDS", "0") or 0),
         help="on SIGTERM: answer /readyz 503, hand leadership over, and keep serving this "
         "long before stopping (use >= the load balancer's detection time) [CFS_DRAIN_SECONDS]",
+    )
+    p.add_argument(
+        "--unsafe-no-fsync",
+        action="store_true",
+        default=_env("CFS_UNSAFE_NO_FSYNC") == "1",
+        help="do not fdatasync the journal: a power loss can then lose acknowledged writes "
+        "and votes (throwaway test clusters only) [CFS_UNSAFE_NO_FSYNC=1]",
     )
     p.add_argument(
         "--request-read-timeout",
@@ -226,6 +236,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         request_read_timeout=args.request_read_timeout,
         max_connections=args.max_connections,
         security=_security_settings(args),
+        unsafe_no_fsync=args.unsafe_no_fsync,
         failover=FailoverSettings(
             heartbeat_rate_limit=args.heartbeat_rate_limit,
             max_groups=args.max_groups,
@@ -237,13 +248,25 @@ def build_settings(args: argparse.Namespace) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from .journal import StorageCorrupt
     from .logs import setup_logging
     from .node import Node
     from .server import run
 
     settings = build_settings(args)
     setup_logging(settings.log_level, args.log_format)
-    run(Node(settings), _tls_files(settings))
+    os.umask(0o077)  # journal, snapshot, certificates: readable by this user only
+    try:
+        node = Node(settings)
+    except StorageCorrupt as exc:
+        logging.getLogger("cfs.storage").critical("Refusing to start: %s", exc)
+        return EXIT_STORAGE_CORRUPT
+    if settings.unsafe_no_fsync:
+        logging.getLogger("cfs.storage").warning(
+            "--unsafe-no-fsync: the journal is not synced; a power loss can lose "
+            "acknowledged writes and votes."
+        )
+    run(node, _tls_files(settings))
     return 0
 
 
