@@ -250,14 +250,17 @@ class _Scan:
     end: int  # offset after the last valid record
 
 
+def _journal_header() -> bytes:
+    return _JOURNAL_HEADER.pack(_JOURNAL_MAGIC, _JOURNAL_VERSION, 0)
+
+
 def _scan_journal(path: Path, data: bytes) -> _Scan:
     """Parse a journal; raise StorageCorrupt for damage that is not a torn tail."""
     if len(data) < _JOURNAL_HEADER.size:
         raise StorageCorrupt(
             f"{path}: the header is truncated ({len(data)} bytes). {_RESTORE_HINT}"
         )
-    magic, version, _ = _JOURNAL_HEADER.unpack_from(data)
-    if magic != _JOURNAL_MAGIC or version != _JOURNAL_VERSION:
+    if data[: _JOURNAL_HEADER.size] != _journal_header():
         raise StorageCorrupt(
             f"{path}: not a cfs journal of format {_JOURNAL_VERSION} (header {data[:12]!r}). "
             + _RESTORE_HINT
@@ -305,7 +308,7 @@ class RaftJournal(Journal):  # type: ignore[misc]
         self._condition = condition
         self._fsync = fsync
         if not path.exists():
-            _replace_file(path, _JOURNAL_HEADER.pack(_JOURNAL_MAGIC, _JOURNAL_VERSION, 0), fsync)
+            _replace_file(path, _journal_header(), fsync)
         data = path.read_bytes()
         scan = _scan_journal(path, data)
         self._fd = os.open(path, os.O_RDWR)
@@ -384,7 +387,7 @@ class RaftJournal(Journal):  # type: ignore[misc]
         self._apply_pending_cut()
         kept = self._entries[entryTo:]
         records = [_encode_record(*entry) for entry in kept]
-        header = _JOURNAL_HEADER.pack(_JOURNAL_MAGIC, _JOURNAL_VERSION, 0)
+        header = _journal_header()
         try:
             _replace_file(self.path, header + b"".join(records), self._fsync)
         except SyncFailed:
