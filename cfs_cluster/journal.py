@@ -428,7 +428,13 @@ class RaftJournal(Journal):  # type: ignore[misc]
 
     def setCurrentTerm(self, term: int, votedForNodeId: str | None) -> None:
         """Raft: term and vote are on disk before any message that reflects them is sent."""
+        changed_vote = votedForNodeId is not None and (term, votedForNodeId) != (
+            self._terms.term,
+            self._terms.vote,
+        )
         self._terms.store(term, votedForNodeId, self._stored_commit)
+        if changed_vote:
+            log.info("Raft term %d: voted for %s (synced).", term, votedForNodeId)
 
     def getCurrentTerm(self) -> int:
         return self._terms.term
