@@ -54,6 +54,7 @@ __all__ = [
     "SyncFailed",
     "TermStore",
     "WriteRefused",
+    "decode_snapshot",
     "encode_snapshot",
     "open_storage",
     "prepare_data_dir",
