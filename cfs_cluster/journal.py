@@ -420,6 +420,7 @@ class RaftJournal(Journal):  # type: ignore[misc]
             self.sync()
         finally:
             os.close(self._fd)
+            self._terms.close()
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
         self._commit_index = raftCommitIndex
