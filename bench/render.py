@@ -278,7 +278,7 @@ def _durability(d: dict[str, Any], source: str) -> str:
                              num(data["latency_p50_ms"], 2), num(data["latency_p99_ms"], 2),
                              num(_get(d, mode, "leader_syncs_per_write"), 3)])  # fmt: skip
     return (
-        f"## 5. Write durability: the cost of fdatasync (run {source})\n\n"
+        f"## 6. Write durability: the cost of fdatasync (run {source})\n\n"
         "Group creations to the leader of a 3-node cluster; a write is answered once the "
         "leader and a follower have synced it. Syncs per write < 1 is group commit.\n\n"
         + table(
