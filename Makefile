@@ -25,9 +25,10 @@ test-all: $(STAMP)
 
 # Randomized fault schedule (tests/cluster/test_chaos.py): CHAOS_SECONDS=300 by default, CHAOS_SEED to
 # replay a run; prints the report and writes chaos-report.json. Partitions need root + iproute2.
+# Also: 5 rounds of power loss of every node on a FUSE layer (tests/cluster/test_powerloss.py, root).
 CHAOS_SECONDS ?= 300
 chaos: $(STAMP)
-	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/pytest -q -s -m chaos tests/cluster/test_chaos.py
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/pytest -q -s -m chaos tests/cluster/test_chaos.py tests/cluster/test_powerloss.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format cfs_cluster tests bench

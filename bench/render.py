@@ -49,6 +49,7 @@ def markdown(results: dict[str, Any], images: list[str]) -> str:
         "failover": _failover,
         "leaderkill": _leaderkill,
         "reads": _reads,
+        "durability": _durability,
     }
     for name, render in sections.items():
         if name in items:
@@ -265,6 +266,25 @@ def _leaderkill(k: dict[str, Any], source: str) -> str:
                 ]
             ],
         )  # fmt: skip
+    )
+
+
+def _durability(d: dict[str, Any], source: str) -> str:
+    rows = []
+    for mode, label in (("synced", "synced (default)"), ("unsynced", "--unsafe-no-fsync")):
+        for load, name in (("sequential", "1 at a time"), ("concurrent_32", "32 at once")):
+            data = _get(d, mode, load)
+            if data:
+                rows.append([label, name, num(data["writes_per_s"], 1),
+                             num(data["latency_p50_ms"], 2), num(data["latency_p99_ms"], 2),
+                             num(_get(d, mode, "leader_syncs_per_write"), 3)])  # fmt: skip
+    return (
+        f"## 6. Write durability: the cost of fdatasync (run {source})\n\n"
+        "Group creations to the leader of a 3-node cluster; a write is answered once the "
+        "leader and a follower have synced it. Syncs per write < 1 is group commit.\n\n"
+        + table(
+            ["journal", "writes", "writes/s", "p50 (ms)", "p99 (ms)", "leader syncs/write"], rows
+        )
     )
 
 

@@ -604,10 +604,79 @@ def reads(ctx: Context) -> dict[str, Any]:
         return result
 
 
+# --------------------------------------------------------------------------- durability
+
+
+def durability(ctx: Context) -> dict[str, Any]:
+    """The cost of syncing the journal (issue 15): writes/s and latency to the leader of a
+    3-node cluster, one write at a time and 32 at once, synced and with --unsafe-no-fsync
+    (the durability of pysyncobj's own journal: none against power loss)."""
+    result: dict[str, Any] = {}
+    for mode, extra in (("synced", []), ("unsynced", ["--unsafe-no-fsync"])):
+        with systems.CfsCluster(ctx.work / f"durability-{mode}", extra_args=extra) as cluster:
+            leader = cluster.leader_index()
+            port = cluster.port(leader)
+            syncs_before = _journal_syncs(cluster, leader)
+            sequential = asyncio.run(_write_load(port, 1, ctx.duration / 2, f"s{mode}"))
+            concurrent = asyncio.run(_write_load(port, 32, ctx.duration / 2, f"c{mode}"))
+            syncs = _journal_syncs(cluster, leader) - syncs_before
+            writes = sequential["writes"] + concurrent["writes"]
+            result[mode] = {
+                "sequential": sequential,
+                "concurrent_32": concurrent,
+                "leader_syncs_per_write": round(syncs / writes, 3) if writes else None,
+            }
+    return result
+
+
+def _journal_syncs(cluster: systems.CfsCluster, index: int) -> int:
+    text = cluster.client.get(cluster.urls[index] + "/metrics").text
+    line = next((x for x in text.splitlines() if x.startswith("cfs_journal_syncs_total")), None)
+    return 0 if line is None else int(float(line.split()[-1]))
+
+
+async def _write_load(port: int, concurrency: int, seconds: float, prefix: str) -> dict[str, Any]:
+    """Create groups for ``seconds`` over ``concurrency`` connections; rate and latency."""
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.monotonic() + seconds
+    counter = 0
+
+    async def worker() -> None:
+        nonlocal counter, failures
+        conn = Connection("127.0.0.1", port)
+        try:
+            while time.monotonic() < deadline:
+                counter += 1
+                body = json.dumps({"Id": f"{prefix}{counter}", "FailoverTimeout": "00:00:30"})
+                raw = encode("127.0.0.1", port, "POST", f"{systems.API}/groups", body.encode())
+                started = time.perf_counter()
+                status, _ = await conn.request(raw, 10)
+                if status == 201:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    failures += 1
+        finally:
+            conn.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    return {
+        "writes": len(latencies),
+        "writes_per_s": round(len(latencies) / elapsed, 1),
+        "latency_p50_ms": round(httpload.percentile(latencies, 50) * 1000, 2),
+        "latency_p99_ms": round(httpload.percentile(latencies, 99) * 1000, 2),
+        "failures": failures,
+    }
+
+
 ITEMS = {
     "throughput": throughput,
     "capacity": capacity,
     "failover": failover,
     "leaderkill": leaderkill,
     "reads": reads,
+    "durability": durability,
 }

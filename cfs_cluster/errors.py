@@ -18,6 +18,7 @@ texts of the CFS ``ErrorResponse`` body (spec §2.1), so one exception handler r
     ├── Conflict              409  create with another configuration, delete a busy group
     ├── TooManyRequests       429  heartbeat rate limit
     └── Unavailable           503  no leader, no quorum, replication timed out (Retry-After)
+        └── StorageUnavailable 503 the leader cannot write its journal (disk full, I/O error)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "StorageUnavailable",
     "TooManyRequests",
     "Unavailable",
 ]
@@ -121,3 +123,18 @@ class Unavailable(CfsError):
     status = 503
     default_error = "The service is temporarily unavailable."
     default_resolution = "Retry after the time given in Retry-After, or use another node."
+
+
+class StorageUnavailable(Unavailable):
+    """The write cannot be made durable: the leader's disk is full or failing.
+
+    503 rather than 507: adapters and load balancers know 503 as "retry later or elsewhere"
+    (spec §2.3), and the write may succeed as soon as space is back or leadership moves.
+    """
+
+    default_error = "The write cannot be stored."
+    default_resolution = (
+        "Retry after the time given in Retry-After. Operators: free space on the leader's data "
+        "directory (or move leadership with `cfs cluster transfer-leader`); writes resume by "
+        "themselves."
+    )

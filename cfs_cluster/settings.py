@@ -189,6 +189,9 @@ class Settings:
     # Names the cluster-wide element and FailoverObjectCount stream in PI (omf.py).
     cluster_name: str = "cfs"
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    # Skip fdatasync (tests on throwaway data only): an acknowledged write, or a vote, can
+    # then be lost on power loss of a majority. Production always syncs (docs/safety.md).
+    unsafe_no_fsync: bool = False
 
     @property
     def api_url(self) -> str:

@@ -24,6 +24,7 @@ from support.clusterkit import Cluster
 from cfs_cluster import engine
 from cfs_cluster.cli.main import main
 from cfs_cluster.ops import backup
+from cfs_cluster.storage.journal import decode_snapshot
 
 ADMIN = ("root", "backup-admin-pw")
 ADAPTER = ("plc1", "plc1-pw")
@@ -113,8 +114,7 @@ def test_restored_dump_has_pysyncobjs_layout_and_a_fresh_term(tmp_path: Path) ->
     state.members["n1"] = engine.Member("n1", "10.0.0.1:5690", "http://10.0.0.1:5590")
     read = backup.read_backup(sample_file(state))
     path = backup.seed_data_dir(read, tmp_path / "d", "127.0.0.1:7001", ("127.0.0.1:7002",))
-    with gzip.open(path) as f:
-        data, last, previous, cluster = pickle.load(f)
+    data, last, previous, cluster = decode_snapshot(path, path.read_bytes())
     restored = data[1]["state"]
     assert restored.opened_term == 0 and restored.members == {}
     assert restored.groups.keys() == {"g1"}

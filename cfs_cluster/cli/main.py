@@ -30,7 +30,9 @@ from cfs_cluster.settings import (
     parse_address,
 )
 
-__all__ = ["main"]
+__all__ = ["EXIT_STORAGE_CORRUPT", "main"]
+
+EXIT_STORAGE_CORRUPT = 65  # EX_DATAERR: a data file is damaged; restore the node from a peer
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -129,6 +131,13 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=float(_env("CFS_DRAIN_SECONDS", "0") or 0),
         help="on SIGTERM: answer /readyz 503, hand leadership over, and keep serving this "
         "long before stopping (use >= the load balancer's detection time) [CFS_DRAIN_SECONDS]",
+    )
+    p.add_argument(
+        "--unsafe-no-fsync",
+        action="store_true",
+        default=_env("CFS_UNSAFE_NO_FSYNC") == "1",
+        help="do not fdatasync the journal: a power loss can then lose acknowledged writes "
+        "and votes (throwaway test clusters only) [CFS_UNSAFE_NO_FSYNC=1]",
     )
     p.add_argument(
         "--request-read-timeout",
@@ -258,6 +267,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         request_read_timeout=args.request_read_timeout,
         max_connections=args.max_connections,
         security=_security_settings(args),
+        unsafe_no_fsync=args.unsafe_no_fsync,
         failover=FailoverSettings(
             heartbeat_rate_limit=args.heartbeat_rate_limit,
             max_groups=args.max_groups,
@@ -272,12 +282,24 @@ def serve(args: argparse.Namespace) -> int:
     from cfs_cluster.api.server import run
     from cfs_cluster.cluster.node import Node
     from cfs_cluster.ops.logs import setup_logging
+    from cfs_cluster.storage.journal import StorageCorrupt
 
     settings = build_settings(args)
     _check_administrator(settings)
     setup_logging(settings.log_level, args.log_format)
     logging.getLogger("cfs.node").info("%s", settings.summary(__version__))
-    run(Node(settings), _tls_files(settings))
+    os.umask(0o077)  # journal, snapshot, certificates: readable by this user only
+    try:
+        node = Node(settings)
+    except StorageCorrupt as exc:
+        logging.getLogger("cfs.storage").critical("Refusing to start: %s", exc)
+        return EXIT_STORAGE_CORRUPT
+    if settings.unsafe_no_fsync:
+        logging.getLogger("cfs.storage").warning(
+            "--unsafe-no-fsync: the journal is not synced; a power loss can lose "
+            "acknowledged writes and votes."
+        )
+    run(node, _tls_files(settings))
     return 0
 
 

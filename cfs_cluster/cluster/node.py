@@ -47,6 +47,7 @@ class Node:
             password=settings.raft_password,
             on_applied=self._on_applied,
             on_state_changed=self._on_raft_state,
+            fsync=not settings.unsafe_no_fsync,
         )
         self.coordinator = Coordinator(
             self.replicator, settings.failover, settings.raft, settings.request_timeout
@@ -304,6 +305,12 @@ class Node:
             # pysyncobj keeps naming a lost leader while no peer is reachable (it only starts
             # an election when connected to someone), so "leader known" alone is not enough.
             return False, "not connected to the leader"
+        problem = self.replicator.storage_problem()
+        if problem is not None and not self.replicator.is_leader():
+            # A follower that cannot append falls behind: send clients to the others. A
+            # leader stays in rotation: it still answers heartbeats from memory, and every
+            # write is refused wherever it is sent.
+            return False, f"storage: {problem}"
         term = status.get("raft_term", 0)
         if self.replicator.state.opened_term != term:
             return False, f"waiting for the first entry of term {term}"
@@ -312,6 +319,8 @@ class Node:
             return False, f"catching up (applied {applied} of {commit})"
         if self.settings.node_id not in self.replicator.state.members:
             return False, "member address not yet published"
+        if problem is not None:
+            return True, f"ready, but writes are refused: {problem}"
         return True, "ready"
 
     def _connected_to_leader(self) -> bool:

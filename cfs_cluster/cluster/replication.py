@@ -29,8 +29,10 @@ from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.config import FAIL_REASON
 
 from cfs_cluster import engine
-from cfs_cluster.errors import Conflict, Unavailable
+from cfs_cluster.errors import Conflict, StorageUnavailable, Unavailable
 from cfs_cluster.settings import RaftSettings
+from cfs_cluster.storage.durable import STORAGE_REFUSED, DurableSyncObj
+from cfs_cluster.storage.journal import open_storage
 
 __all__ = ["MemberStatus", "Replicator"]
 
@@ -116,6 +118,7 @@ class Replicator:
         password: str | None,
         on_applied: AppliedHook,
         on_state_changed: Callable[[str, str], None],
+        fsync: bool = True,
     ) -> None:
         self._self_address = self_address
         self._peers = peers
@@ -133,9 +136,11 @@ class Replicator:
         self._probes: dict[int, _Probe] = {}
         self._probe_seq = 0
         self._applied_waiters: list[tuple[int, Callable[[], None]]] = []
+        # Opened (and verified: StorageCorrupt) here, so a damaged journal stops the node
+        # before it serves anything.
+        self._storage = open_storage(data_dir, fsync=fsync)
 
     def start(self) -> None:
-        self._data_dir.mkdir(parents=True, exist_ok=True)
         t = self._timing
         conf = SyncObjConf(
             password=self._password,
@@ -157,7 +162,9 @@ class Replicator:
             bindAddress=self._self_address,
             onStateChanged=self._state_changed,
         )
-        self._obj = SyncObj(self._self_address, list(self._peers), conf, consumers=[self._store])
+        self._obj = DurableSyncObj(
+            self._self_address, list(self._peers), conf, [self._store], self._storage
+        )
         self._observe_leader_contact(self._obj)
         self._obj.addOnTickCallback(self._on_tick)
 
@@ -204,12 +211,20 @@ class Replicator:
             err = await self._submit_once(command, deadline)
             if isinstance(err, engine.Result):
                 return err
+            if err == STORAGE_REFUSED:
+                raise StorageUnavailable(self._refusal_reason(), retry_after=1)
             if err not in _RETRYABLE or time.monotonic() + delay >= deadline:
                 raise Unavailable(
                     f"The cluster did not commit the request ({_fail_name(err)}).", retry_after=1
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+    def _refusal_reason(self) -> str:
+        problem = self._storage.problem
+        if problem is not None and self.is_leader():
+            return f"This node leads but {problem}; writes resume once it can write again."
+        return "The leader cannot write its journal (disk full or I/O error)."
 
     async def _submit_once(self, command: engine.Command, deadline: float) -> engine.Result | int:
         loop = asyncio.get_running_loop()
@@ -423,10 +438,18 @@ class Replicator:
         )
         return (fresh + 1) * 2 > len(others) + 1
 
+    def storage_problem(self) -> str | None:
+        """Why this node cannot write its journal now (disk full, I/O error), or None."""
+        return self._storage.problem
+
     def raw_status(self) -> dict[str, Any]:
         if self._obj is None:
             return {}
-        return dict(self._obj.getStatus())
+        status = dict(self._obj.getStatus())
+        status["storage_writable"] = self._storage.problem is None
+        status["journal_syncs"] = self._storage.journal.syncs
+        status["storage_refusals"] = self._storage.condition.refusals
+        return status
 
     def members(self) -> list[MemberStatus]:
         obj = self._obj

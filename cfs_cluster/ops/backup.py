@@ -11,8 +11,8 @@ The state is pickled while the replicator's lock is held, so the file is the sta
 one applied log prefix. Reading verifies magic, format, size and SHA-256 before it unpickles, and
 unpickles only cfs_cluster classes (a backup is data, never code).
 
-Restore writes the state as pysyncobj's full dump (``raft.dump``) into an *empty* data
-directory: the same gzip-pickled tuple pysyncobj writes at log compaction, with two no-op log
+Restore writes the state as the node's snapshot (``raft.dump``, journal.py's checksummed
+format) into an *empty* data directory: the same tuple pysyncobj dumps at log compaction, with two no-op log
 entries at term 0 that stand for the applied index. pysyncobj loads it on the node's first tick,
 exactly as after a compaction, and a joining member that lacks those entries receives the dump
 as a snapshot. Why offline rather than a replicated ``RestoreState`` command: see
@@ -35,6 +35,12 @@ from typing import Any
 
 from cfs_cluster import __version__, engine
 from cfs_cluster.errors import BadRequest
+from cfs_cluster.storage.journal import (
+    SNAPSHOT_FILE,
+    decode_snapshot,
+    encode_snapshot,
+    prepare_data_dir,
+)
 
 __all__ = [
     "BACKUP_PATH",
@@ -53,7 +59,7 @@ FORMAT_VERSION = 1
 MAGIC = b"CFS-BACKUP\n"
 _MAX_HEADER = 4096
 # Files in a data directory that mean it already holds a Raft history (restore refuses).
-RAFT_FILES = ("raft.journal", "raft.journal.meta", "raft.dump")
+RAFT_FILES = ("raft.journal", "raft.meta", "raft.journal.meta", "raft.dump")
 _NO_OP = b"\x01"  # pysyncobj _COMMAND_TYPE.NO_OP, one byte
 # Classes a backup may contain besides cfs_cluster's own (the restricted unpickler).
 _ALLOWED_FOREIGN = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset")}
@@ -221,11 +227,11 @@ def seed_data_dir(backup: Backup, data_dir: Path, raft: str, peers: tuple[str, .
     cluster = {TCPNode(address) for address in (raft, *peers)}
     dump = ([own, consumer], (_NO_OP, index + 1, 0), (_NO_OP, index, 0), cluster)
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(data_dir)
     except OSError as exc:
         raise BackupError(f"Cannot create {data_dir}: {exc.strerror or exc}.") from None
-    target = data_dir / "raft.dump"
-    write_atomic(target, gzip.compress(pickle.dumps(dump), mtime=0))
+    target = data_dir / SNAPSHOT_FILE
+    write_atomic(target, encode_snapshot(dump))
     _check_dump(target, index + 1)
     return target
 
@@ -254,9 +260,8 @@ def _replace_file(path: Path, content: bytes) -> None:
 
 
 def _check_dump(path: Path, last_index: int) -> None:
-    """Read the dump back the way pysyncobj's Serializer does (it swallows load errors)."""
-    with path.open("rb") as f, gzip.GzipFile(fileobj=f) as g:
-        data = pickle.load(g)
+    """Read the snapshot back the way the node will."""
+    data = decode_snapshot(path, path.read_bytes())
     ok = (
         isinstance(data, tuple)
         and len(data) == 4
@@ -265,4 +270,4 @@ def _check_dump(path: Path, last_index: int) -> None:
     )
     if not ok:
         path.unlink()
-        raise BackupError(f"{path} did not read back as a pysyncobj dump; nothing was restored.")
+        raise BackupError(f"{path} did not read back as a snapshot; nothing was restored.")

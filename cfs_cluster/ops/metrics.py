@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from cfs_cluster import engine
@@ -181,6 +181,18 @@ class _StateCollector(Collector):
             "cfs_raft_has_quorum", "1 when this node sees a quorum.", bool(status.get("has_quorum"))
         )
         yield _gauge("cfs_ready", "1 when /readyz answers 200.", self._source.is_ready())
+        yield _gauge(
+            "cfs_storage_writable", "0 while this node cannot write its journal (disk full, "
+            "I/O error): writes are refused.", bool(status.get("storage_writable", True)),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "cfs_journal_syncs", "fdatasync calls on the Raft journal (one per group commit).",
+            value=float(status.get("journal_syncs") or 0),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "cfs_storage_refusals", "Journal, term or snapshot writes refused (disk full, I/O "
+            "error).", value=float(status.get("storage_refusals") or 0),
+        )  # fmt: skip
 
     def _groups(self) -> Iterator[Metric]:
         now = time.time()

@@ -623,7 +623,7 @@ def _run_cfs(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str
 def test_every_serve_option_names_its_environment_variable() -> None:
     import argparse
 
-    from cfs_cluster import cli
+    from cfs_cluster.cli import main as cli
 
     parser = argparse.ArgumentParser()
     cli._serve_parser(parser.add_subparsers())
