@@ -46,14 +46,20 @@ base_image() {
 }
 
 # The project's wheel and its dependencies', built on the host so the image build needs no
-# package index. Wheels already in .build/deps are reused (pip only fills in what is missing).
+# package index. The dependencies are resolved again only when pyproject.toml changes (the
+# stamp); the project's own wheel is rebuilt every time.
 wheels() {
-  local python=${PYTHON:-python3}
+  local python=${PYTHON:-python3} stamp
+  stamp=$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1)
   rm -rf .build/project
   mkdir -p .build/deps .build/project
-  "$python" -m pip wheel -q --disable-pip-version-check --find-links .build/deps \
-    --wheel-dir .build/deps "$repo"
-  mv .build/deps/cfs_cluster-*.whl .build/project/
+  if [ "$(cat .build/deps/.pyproject.sha256 2>/dev/null)" != "$stamp" ]; then
+    rm -f .build/deps/*.whl
+    "$python" -m pip wheel -q --disable-pip-version-check --wheel-dir .build/deps "$repo"
+    rm -f .build/deps/cfs_cluster-*.whl
+    echo "$stamp" > .build/deps/.pyproject.sha256
+  fi
+  "$python" -m pip wheel -q --disable-pip-version-check --no-deps --wheel-dir .build/project "$repo"
 }
 
 images() {

@@ -128,13 +128,16 @@ class Fleet:
         history: History,
         timeout: float = 0.5,
         health_check: float | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         """``timeout``: P2 is owed only to adapters that heartbeat within T; with T = 2 s and a
         heartbeat every T/2, an attempt on a dead node may cost at most ~T/4 before the retry.
         ``health_check`` = seconds between /readyz probes of every URL: adapters then use
         only URLs that answered 200 last time, as behind a load balancer (compose/haproxy.cfg
-        does the same with ``option httpchk GET /readyz``)."""
+        does the same with ``option httpchk GET /readyz``). ``auth``: (user, password) for
+        nodes run with ``--auth required``."""
         self.urls = list(urls)
+        self.auth = auth
         self.health_check = health_check
         self._healthy: set[str] = set(urls)
         self.history = history
@@ -200,7 +203,9 @@ class Fleet:
     def _http(self, source: str | None = None) -> httpx.AsyncClient:
         if source not in self._clients:
             transport = httpx.AsyncHTTPTransport(local_address=source) if source else None
-            self._clients[source] = httpx.AsyncClient(timeout=self.timeout, transport=transport)
+            self._clients[source] = httpx.AsyncClient(
+                timeout=self.timeout, transport=transport, auth=self.auth
+            )
         return self._clients[source]
 
     async def _run(self, adapter: Adapter, offset: int) -> None:
@@ -400,10 +405,15 @@ def server_errors(records: Iterable[Record]) -> list[Record]:
     return [r for r in records if r.status is not None and r.status != 200 and r.status != 503]
 
 
-def missing_creates(history: History, urls: list[str], timeout: float = 10.0) -> list[str]:
+def missing_creates(
+    history: History,
+    urls: list[str],
+    timeout: float = 10.0,
+    auth: tuple[str, str] | None = None,
+) -> list[str]:
     """P4: acknowledged creates absent on a node (each node gets ``timeout`` to catch up)."""
     missing: list[str] = []
-    with httpx.Client(timeout=2) as client:
+    with httpx.Client(timeout=2, auth=auth) as client:
         for url in urls:
             for group, session in history.creates:
                 path = f"/api/v1/clientfailover/groups/{group}"
