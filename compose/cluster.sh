@@ -35,11 +35,13 @@ setting() {
   echo "${value:-$default}"
 }
 
+# The base the images start FROM: the debootstrap image (tagged cfs-base:<host's suite>
+# unless CFS_BASE_IMAGE names another cfs-base tag), or any other image CFS_BASE_IMAGE names.
 base_image() {
   local base
-  base=$(setting CFS_BASE_IMAGE cfs-base:bookworm)
+  base=$(setting CFS_BASE_IMAGE "")
   case $base in
-    cfs-base:*) CFS_BASE_IMAGE=$base "$here/images/base.sh" >/dev/null ;;
+    "" | cfs-base:*) base=$(CFS_BASE_IMAGE=$base "$here/images/base.sh") ;;
     *) echo "cluster.sh: base image $base (not built here; pulled by docker build if missing)" >&2 ;;
   esac
   export CFS_BASE_IMAGE=$base

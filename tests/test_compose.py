@@ -37,7 +37,11 @@ NO_HAPROXY = "haproxy binary not installed (apt-get install haproxy; .ci/run ins
 
 
 def _compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())
+    """docker-compose.yml as compose reads it with no overrides: ``${VAR:-default}`` is the
+    default (``${VAR:?error}``, the required secrets, stays as written)."""
+    text = (COMPOSE / "docker-compose.yml").read_text()
+    text = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", text)
+    loaded: dict[str, Any] = yaml.safe_load(text)
     return loaded
 
 
@@ -231,3 +235,16 @@ def test_haproxy_spreads_requests_and_drops_unready_nodes(tmp_path: Path) -> Non
             proxy.terminate()
             proxy.wait(timeout=10)
             log.close()
+
+
+def test_images_build_without_a_registry_and_stay_overridable() -> None:
+    """Both images start FROM the debootstrap base (compose/images/base.sh) unless told
+    otherwise, and every image name is a variable for users who do have a registry."""
+    raw = yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())["services"]
+    for dockerfile in ("Dockerfile", "haproxy.Dockerfile"):
+        text = (COMPOSE / dockerfile).read_text()
+        assert re.search(r"^ARG BASE_IMAGE=cfs-base:\S+$", text, re.M), dockerfile
+        assert re.findall(r"^FROM (.+)$", text, re.M) == ["${BASE_IMAGE}"], dockerfile
+    for name, service in raw.items():
+        assert re.fullmatch(r"\$\{[A-Z_]+_IMAGE:-cfs-[a-z]+:latest\}", service["image"]), name
+        assert service["build"]["args"]["BASE_IMAGE"] == "${CFS_BASE_IMAGE:-cfs-base:bookworm}"
