@@ -90,6 +90,13 @@ print(f"CFS_BOOTSTRAP_ADMIN=admin:{secrets.token_urlsafe(18)}")
 PY
   )
   echo "cluster.sh: wrote compose/.env with random secrets (the admin password is in it)" >&2
+  local project=${COMPOSE_PROJECT_NAME:-$(basename "$here")}
+  if [ -n "$(docker volume ls -q --filter "label=com.docker.compose.project=$project")" ]; then
+    # The bootstrap administrator applies only while the cluster has no users.
+    echo "cluster.sh: WARNING: volumes of project $project exist from an earlier .env: its users" \
+      "stay, the new CFS_BOOTSTRAP_ADMIN will not apply. Restore that .env, or remove the" \
+      "cluster's state with: make compose-down VOLUMES=1" >&2
+  fi
 }
 
 wait_ready() {
