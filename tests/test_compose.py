@@ -130,7 +130,10 @@ def test_haproxy_backends_are_the_compose_nodes_checked_on_readyz() -> None:
     nodes = _nodes()
     assert _haproxy_servers(config) == {name: f"{name}:{API_PORT}" for name in nodes}
     assert re.search(r"^\s*option httpchk GET /readyz\s*$", config, re.M)
-    assert re.search(r"^\s*default-server inter 1s fall 2 rise 2\b", config, re.M)
+    assert re.search(r"^\s*default-server inter 1s fastinter 250ms fall 2 rise 2\b", config, re.M)
+    # A connect to a vanished node is given up, and redispatched, inside an adapter's timeout.
+    assert re.search(r"^\s*timeout connect 500ms\s*$", config, re.M)
+    assert re.search(r"^\s*option redispatch\s*$", config, re.M)
     assert re.search(rf"^\s*bind :{API_PORT}\s*$", config, re.M)
     haproxy = _compose()["services"]["haproxy"]
     assert f"{API_PORT}:{API_PORT}" in haproxy["ports"]
