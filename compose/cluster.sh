@@ -75,6 +75,11 @@ images() {
   CFS_RAFT_PASSWORD=${CFS_RAFT_PASSWORD:-unused-by-the-build} \
     CFS_BOOTSTRAP_ADMIN=${CFS_BOOTSTRAP_ADMIN:-unused:by-the-build} \
     compose build -q cfs1 haproxy
+  # The images these tags had before are dangling now: remove those of ours, no others.
+  local title
+  for title in "cfs_cluster node" "cfs_cluster haproxy"; do
+    docker image prune -f --filter "label=org.opencontainers.image.title=$title" >/dev/null
+  done
   echo "cluster.sh: images built in $((SECONDS - started)) s" >&2
 }
 
