@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-all lint check bench chaos clean
+.PHONY: install run test test-all lint check bench chaos clean compose-images compose-up compose-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,19 @@ test-all: $(STAMP)
 CHAOS_SECONDS ?= 300
 chaos: $(STAMP)
 	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/pytest -q -s -m chaos tests/cluster/test_chaos.py tests/cluster/test_powerloss.py
+
+# The compose cluster with no registry (compose/README.md): a debootstrap base image cached in
+# ~/.cache/cfs-images, node and HAProxy images from Debian's packages and host-built wheels,
+# 3 nodes + HAProxy on port 5590 (stats 127.0.0.1:8404), secrets from compose/.env (made with
+# random values when missing). compose-down keeps the data volumes unless VOLUMES=1.
+compose-images:
+	PYTHON=$(PYTHON) compose/cluster.sh images
+
+compose-up:
+	PYTHON=$(PYTHON) compose/cluster.sh up
+
+compose-down:
+	VOLUMES=$(VOLUMES) compose/cluster.sh down
 
 lint: $(STAMP)
 	$(BIN)/ruff format cfs_cluster tests bench

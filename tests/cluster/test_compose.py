@@ -37,7 +37,11 @@ NO_HAPROXY = "haproxy binary not installed (apt-get install haproxy; .ci/run ins
 
 
 def _compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())
+    """docker-compose.yml as compose reads it with no overrides: ``${VAR:-default}`` is the
+    default (``${VAR:?error}``, the required secrets, stays as written)."""
+    text = (COMPOSE / "docker-compose.yml").read_text()
+    text = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", text)
+    loaded: dict[str, Any] = yaml.safe_load(text)
     return loaded
 
 
@@ -126,7 +130,10 @@ def test_haproxy_backends_are_the_compose_nodes_checked_on_readyz() -> None:
     nodes = _nodes()
     assert _haproxy_servers(config) == {name: f"{name}:{API_PORT}" for name in nodes}
     assert re.search(r"^\s*option httpchk GET /readyz\s*$", config, re.M)
-    assert re.search(r"^\s*default-server inter 1s fall 2 rise 2\b", config, re.M)
+    assert re.search(r"^\s*default-server inter 1s fastinter 250ms fall 2 rise 2\b", config, re.M)
+    # A connect to a vanished node is given up, and redispatched, inside an adapter's timeout.
+    assert re.search(r"^\s*timeout connect 500ms\s*$", config, re.M)
+    assert re.search(r"^\s*option redispatch\s*$", config, re.M)
     assert re.search(rf"^\s*bind :{API_PORT}\s*$", config, re.M)
     haproxy = _compose()["services"]["haproxy"]
     assert f"{API_PORT}:{API_PORT}" in haproxy["ports"]
@@ -286,3 +293,16 @@ def test_behind_haproxy_the_backoff_counts_each_client(tmp_path: Path) -> None:
             proxy.terminate()
             proxy.wait(timeout=10)
             log.close()
+
+
+def test_images_build_without_a_registry_and_stay_overridable() -> None:
+    """Both images start FROM the debootstrap base (compose/images/base.sh) unless told
+    otherwise, and every image name is a variable for users who do have a registry."""
+    raw = yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())["services"]
+    for dockerfile in ("Dockerfile", "haproxy.Dockerfile"):
+        text = (COMPOSE / dockerfile).read_text()
+        assert re.search(r"^ARG BASE_IMAGE=cfs-base:\S+$", text, re.M), dockerfile
+        assert re.findall(r"^FROM (.+)$", text, re.M) == ["${BASE_IMAGE}"], dockerfile
+    for name, service in raw.items():
+        assert re.fullmatch(r"\$\{[A-Z_]+_IMAGE:-cfs-[a-z]+:latest\}", service["image"]), name
+        assert service["build"]["args"]["BASE_IMAGE"] == "${CFS_BASE_IMAGE:-cfs-base:bookworm}"

@@ -128,13 +128,14 @@ class Fleet:
         history: History,
         timeout: float = 0.5,
         health_check: float | None = None,
-        auth: httpx.Auth | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
     ) -> None:
         """``timeout``: P2 is owed only to adapters that heartbeat within T; with T = 2 s and a
         heartbeat every T/2, an attempt on a dead node may cost at most ~T/4 before the retry.
         ``health_check`` = seconds between /readyz probes of every URL: adapters then use
         only URLs that answered 200 last time, as behind a load balancer (compose/haproxy.cfg
-        does the same with ``option httpchk GET /readyz``)."""
+        does the same with ``option httpchk GET /readyz``). ``auth``: (user, password) for
+        nodes run with ``--auth required``."""
         self.urls = list(urls)
         self.health_check = health_check
         self._healthy: set[str] = set(urls)
@@ -405,7 +406,10 @@ def server_errors(records: Iterable[Record]) -> list[Record]:
 
 
 def missing_creates(
-    history: History, urls: list[str], timeout: float = 10.0, auth: httpx.Auth | None = None
+    history: History,
+    urls: list[str],
+    timeout: float = 10.0,
+    auth: httpx.Auth | tuple[str, str] | None = None,
 ) -> list[str]:
     """P4: acknowledged creates absent on a node (each node gets ``timeout`` to catch up)."""
     missing: list[str] = []
