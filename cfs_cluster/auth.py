@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 from . import engine
 from .errors import BadRequest, CfsError, TooManyRequests
-from .forwarding import RELAY_PATH
+from .forwarding import INTERNAL_PATHS
+from .memberauth import Caller
 from .settings import SecuritySettings
 from .tokens import InvalidToken, Principal, TokenService
 
@@ -166,7 +167,7 @@ def parse_role(value: object) -> str:
 
 # --------------------------------------------------------------------------- roles
 
-_PUBLIC = {"/healthz", "/readyz", RELAY_PATH}  # the relay checks its own token
+_PUBLIC = {"/healthz", "/readyz", *INTERNAL_PATHS}  # internal: member-signed (memberauth.py)
 _GROUP = re.compile(r"^/api/v1/clientfailover/groups/[^/]+$")
 _ADMIN_PREFIXES = (
     "/api/v1/users",
@@ -240,19 +241,40 @@ class Authenticator:
             or (self.tokens is not None and self.tokens.has_clients())
         )
 
-    async def check(self, method: str, path: str, authorization: bytes | None, source: str) -> None:
-        """Return when the request may proceed; raise Unauthorized, Forbidden or TooManyRequests."""
+    async def check(
+        self, method: str, path: str, authorization: bytes | None, source: str
+    ) -> engine.User | Principal | None:
+        """Who may proceed (None: nobody was authenticated, as the cluster is open or the route
+        public); raise Unauthorized, Forbidden or TooManyRequests."""
         if not self.enabled():  # first: the open cluster's hot path pays one dict check
-            return
+            return None
         required = required_role(method, path)
         if required is None:
-            return
+            return None
         try:
             who = await self.authenticate(authorization, source)
             if not allows(who.role, required):
                 raise Forbidden(f"'{who.name}' is not in the {required} role.")
         except CfsError as exc:
             self.on_failure(_failure_reason(exc, authorization))
+            raise
+        return who
+
+    def check_vouched(self, method: str, path: str, caller: Caller | None) -> None:
+        """The decision of ``check`` for a request another member forwarded: on the role of
+        the caller that member authenticated (None = nobody), whose credentials stayed there."""
+        if not self.enabled():
+            return
+        required = required_role(method, path)
+        if required is None:
+            return
+        try:
+            if caller is None:
+                raise Unauthorized("No credentials were sent.")
+            if not allows(caller.role, required):
+                raise Forbidden(f"'{caller.name}' is not in the {required} role.")
+        except CfsError as exc:
+            self.on_failure(_failure_reason(exc, None))
             raise
 
     async def authenticate(

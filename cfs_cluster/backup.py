@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from . import __version__, engine
-from .adminclient import connect, reason
+from .adminclient import connect, failure, reason
 from .errors import BadRequest
 from .settings import DEFAULT_RAFT_PORT, parse_address
 
@@ -311,7 +311,7 @@ def backup_command(args: argparse.Namespace) -> int:
         try:
             response = client.get(args.url.rstrip("/") + BACKUP_PATH)
         except httpx.HTTPError as exc:
-            print(f"cfs backup: cannot reach {args.url}: {exc}", file=sys.stderr)
+            print(failure("backup", args, exc), file=sys.stderr)
             return 1
     if response.status_code != 200:
         print(f"cfs backup: {response.status_code} {reason(response)}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""`cfs cluster status|add-node|remove-node|transfer-leader`: membership through the REST API.
+"""`cfs cluster status|add-node|remove-node|transfer-leader|rotate-member-key` through the REST API.
 
 Any node accepts these; it hands them to the Raft leader, which checks that the change is safe
 (see membership.py) before it enters the log.
@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from .adminclient import add_connection_arguments, connect, reason
+from .adminclient import add_connection_arguments, connect, failure, reason
 
 __all__ = ["add_cluster_parser", "cluster_command"]
 
@@ -37,6 +37,10 @@ def add_cluster_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     remove.add_argument("member", help="node id or Raft address")
     transfer = actions.add_parser("transfer-leader", help="hand Raft leadership over")
     transfer.add_argument("--to", help="node id or Raft address (default: most caught-up)")
+    actions.add_parser(
+        "rotate-member-key",
+        help="new key for the members' internal channel (the old one verifies for 60 s)",
+    )
 
 
 def cluster_command(args: argparse.Namespace) -> int:
@@ -45,7 +49,7 @@ def cluster_command(args: argparse.Namespace) -> int:
         try:
             response = _call(client, base, args)
         except httpx.HTTPError as exc:
-            print(f"cfs cluster: cannot reach {args.url}: {exc}", file=sys.stderr)
+            print(failure("cluster", args, exc), file=sys.stderr)
             return 1
     if response.status_code >= 400:
         print(f"cfs cluster: {response.status_code} {reason(response)}", file=sys.stderr)
@@ -53,6 +57,8 @@ def cluster_command(args: argparse.Namespace) -> int:
     body = response.json()
     if args.action == "status":
         print(json.dumps(body, indent=2) if args.json else _status_table(body))
+    elif args.action == "rotate-member-key":
+        print(f"member key {body.get('Kid')} signs from now on (created {body.get('CreatedAt')})")
     else:
         print(_change_line(body))
         if args.action == "remove-node":
@@ -69,6 +75,8 @@ def _call(client: httpx.Client, base: str, args: argparse.Namespace) -> httpx.Re
         return client.post(base + MEMBERS, json={"Raft": args.raft})
     if args.action == "remove-node":
         return client.delete(f"{base}{MEMBERS}/{args.member}")
+    if args.action == "rotate-member-key":
+        return client.post(base + "/api/v1/cluster/member-key/rotate")
     body = {} if args.to is None else {"To": args.to}
     return client.post(base + "/api/v1/cluster/transfer-leader", json=body)
 

@@ -59,6 +59,7 @@ __all__ = [
     "RegisterMember",
     "RegisterSession",
     "Result",
+    "RotateMemberKey",
     "SaveCheckpoint",
     "Session",
     "SetOverride",
@@ -160,6 +161,8 @@ class ClusterState(Upgradable):
     # OAuth client credentials (the section at the end of this module; tokens.py).
     clients: dict[str, OAuthClient] = field(default_factory=dict)
     signing_keys: list[SigningKey] = field(default_factory=list)  # newest (the signer) last
+    # Keys of the members' internal channel (memberauth.py), newest (the signer) last.
+    member_keys: list[SigningKey] = field(default_factory=list)
 
 
 def role_of(group: Group, session_id: str) -> ClientRole:
@@ -875,19 +878,41 @@ def _remove_client(state: ClusterState, cmd: RemoveClient) -> Result:
     return Result(Code.DELETED)
 
 
+@dataclass(frozen=True)
+class RotateMemberKey(RotateSigningKey):
+    """The same rotation for the members' internal channel key (``ClusterState.member_keys``):
+    the leader issues the first one (``only_if_none``); administrators rotate it, and the
+    retired key keeps verifying for ``retain`` seconds so no relay in flight is refused."""
+
+
 def _rotate_signing_key(state: ClusterState, cmd: RotateSigningKey) -> Result:
-    keys = state.signing_keys
+    rotated = _rotated(state.signing_keys, cmd, "Signing key")
+    if isinstance(rotated, Result):
+        return rotated
+    state.signing_keys = rotated  # one assignment: readers see old or new
+    return Result(Code.CREATED)
+
+
+def _rotate_member_key(state: ClusterState, cmd: RotateMemberKey) -> Result:
+    rotated = _rotated(state.member_keys, cmd, "Member key")
+    if isinstance(rotated, Result):
+        return rotated
+    state.member_keys = rotated
+    return Result(Code.CREATED)
+
+
+def _rotated(keys: list[SigningKey], cmd: RotateSigningKey, what: str) -> list[SigningKey] | Result:
+    """The key list after ``cmd``, or the Result that leaves it unchanged."""
     if cmd.only_if_none and keys:
-        return Result(Code.OK, "a signing key exists")
+        return Result(Code.OK, f"{what} exists")
     if any(k.kid == cmd.kid for k in keys):
-        return Result(Code.CONFLICT, f"Signing key '{cmd.kid}' exists.")
+        return Result(Code.CONFLICT, f"{what} '{cmd.kid}' exists.")
     for key in keys:
         if key.retired_at is None:
             key.retired_at = cmd.time
     kept = [k for k in keys if k.retired_at is None or k.retired_at + cmd.retain > cmd.time]
     kept.append(SigningKey(cmd.kid, cmd.secret, cmd.time))
-    state.signing_keys = kept[-MAX_SIGNING_KEYS:]  # one assignment: readers see old or new
-    return Result(Code.CREATED)
+    return kept[-MAX_SIGNING_KEYS:]
 
 
 _HANDLERS.update(
@@ -896,5 +921,6 @@ _HANDLERS.update(
         UpdateClient: _update_client,
         RemoveClient: _remove_client,
         RotateSigningKey: _rotate_signing_key,
+        RotateMemberKey: _rotate_member_key,
     }
 )

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from .adminclient import add_connection_arguments, connect, reason
+from .adminclient import add_connection_arguments, connect, failure, reason
 
 __all__ = ["add_identity_parsers", "identity_command"]
 
@@ -50,7 +50,7 @@ def identity_command(args: argparse.Namespace) -> int:
         try:
             response = _call(client, args)
         except httpx.HTTPError as exc:
-            print(f"cfs {args.command}: cannot reach {args.url}: {exc}", file=sys.stderr)
+            print(failure(args.command, args, exc), file=sys.stderr)
             return 1
     if response.status_code >= 400:
         print(f"cfs {args.command}: {response.status_code} {reason(response)}", file=sys.stderr)

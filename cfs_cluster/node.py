@@ -12,9 +12,10 @@ from typing import Any
 from . import config, engine, tls
 from .auth import Authenticator, hash_password
 from .errors import CfsError, Conflict, NotFound, Unavailable
-from .forwarding import Relay, relay_token
+from .forwarding import Relay
 from .liveness import Coordinator, HeartbeatAnswer, HeartbeatReport
 from .logs import LEVELS, set_level
+from .memberauth import OVERLAP, MemberAuth, new_member_key
 from .membership import Membership
 from .metrics import Metrics, MetricsSource
 from .omf import HealthEgress, HealthSource
@@ -48,13 +49,15 @@ class Node:
             self.replicator, settings.failover, settings.raft, settings.request_timeout
         )
         self.membership = Membership(self.replicator, settings.raft, settings.request_timeout)
-        self.relay_token = relay_token(settings.raft_password)
+        self.member_auth = MemberAuth(lambda: self.replicator.state.member_keys, settings.node_id)
         self.relay = Relay(
             self.replicator,
-            self.relay_token,
+            self.member_auth,
             settings.failover.relay_linger,
             settings.request_timeout,
+            settings.security.peer_ca_file,
         )
+        self._member_key_task: asyncio.Task[None] | None = None
         self._publish_task: asyncio.Task[None] | None = None
         self.auth = Authenticator(self.users, settings.security)
         self.heartbeat_limiter = HeartbeatLimiter(
@@ -113,11 +116,18 @@ class Node:
             log.info("Log level changed to %s (replicated configuration).", level)
 
     async def _watch(self) -> None:
-        """Cheap periodic checks that have no event of their own: leader identity, log level."""
+        """Cheap periodic checks that have no event of their own: leader identity, log level,
+        and (on a follower) whether the leader answers this node's relays."""
         while True:
             self.metrics.observe_leader(self.replicator.leader_address())
             self._follow_log_level()
+            if self._follows() and self.relay.probe_due():
+                self._spawn(self.relay.probe())
             await asyncio.sleep(0.25)
+
+    def _follows(self) -> bool:
+        leader = self.replicator.leader_address()
+        return leader is not None and leader != self.replicator.self_address
 
     def release_waiters(self) -> None:
         """Wake every held long-poll (safe from a signal handler: it goes through the loop)."""
@@ -166,6 +176,7 @@ class Node:
         self.health.start()
         if self.settings.security.bootstrap_admin:
             self._bootstrap_task = asyncio.create_task(self._bootstrap_admin())
+        self._member_key_task = asyncio.create_task(self._issue_member_key())
 
     async def stop(self) -> None:
         """Hand leadership over first, so a planned stop costs no election timeout."""
@@ -175,6 +186,8 @@ class Node:
             self._bootstrap_task.cancel()
         if self._watch_task is not None:
             self._watch_task.cancel()
+        if self._member_key_task is not None:
+            self._member_key_task.cancel()
         await self.health.stop()
         leading = self.replicator.is_leader()
         await self.coordinator.stop()
@@ -227,6 +240,36 @@ class Node:
                     pass
             await asyncio.sleep(0.2)
 
+    async def _issue_member_key(self) -> None:
+        """The first member key, issued once by whichever node leads first (``only_if_none``:
+        a second issue, after a leader change, changes nothing)."""
+        while not self.member_auth.has_key():
+            if self.replicator.is_leader():
+                try:
+                    await self.replicator.submit(self._member_key_command(only_if_none=True), 2.0)
+                    continue
+                except CfsError:
+                    pass
+            await asyncio.sleep(0.2)
+
+    async def rotate_member_key(self) -> engine.SigningKey:
+        """A new member key signs from now on; the previous one verifies for OVERLAP seconds."""
+        command = self._member_key_command(only_if_none=False)
+        await self.submit(command)
+        log.info("Member key rotated: %s signs from now on.", command.kid)
+        return self.replicator.state.member_keys[-1]
+
+    def _member_key_command(self, only_if_none: bool) -> engine.RotateMemberKey:
+        kid, secret = new_member_key()
+        return engine.RotateMemberKey(
+            request_id=f"member-key:{kid}",
+            kid=kid,
+            secret=secret,
+            time=int(time.time()),
+            retain=OVERLAP,
+            only_if_none=only_if_none,
+        )
+
     # ----------------------------------------------------------------- services
 
     async def submit(self, command: engine.Command) -> engine.Result:
@@ -254,10 +297,7 @@ class Node:
         return answer
 
     async def _answer_heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
-        if self.heartbeat_limiter.enabled:
-            group = self.replicator.state.groups.get(report.group_id)
-            pending = group is not None and group.pending == report.session_id
-            self.heartbeat_limiter.check(report.group_id, report.session_id, pending)
+        self._limit(report)
         if self.coordinator.can_decide():
             return await self.coordinator.heartbeat(report)
         if not self.replicator.leader_connected():
@@ -265,6 +305,18 @@ class Node:
             # another node at once instead of waiting for a relay that cannot connect.
             raise Unavailable("This node has no connection to a Raft leader.", retry_after=0.5)
         return await self.relay.heartbeat(report)
+
+    async def answer_relayed(self, report: HeartbeatReport) -> HeartbeatAnswer:
+        """A heartbeat a follower relayed: the leader's rate limit applies too, so spreading
+        one session's heartbeats over several nodes does not multiply its allowance."""
+        self._limit(report)
+        return await self.coordinator.heartbeat(report)
+
+    def _limit(self, report: HeartbeatReport) -> None:
+        if self.heartbeat_limiter.enabled:
+            group = self.replicator.state.groups.get(report.group_id)
+            pending = group is not None and group.pending == report.session_id
+            self.heartbeat_limiter.check(report.group_id, report.session_id, pending)
 
     def is_ready(self) -> tuple[bool, str]:
         """Ready = a leader is known, this node is caught up with it, and its API is published."""
@@ -289,6 +341,10 @@ class Node:
             return False, f"catching up (applied {applied} of {commit})"
         if self.settings.node_id not in self.replicator.state.members:
             return False, "member address not yet published"
+        if not self.replicator.is_leader():
+            # Followers answer heartbeats through the leader: if it refuses this node's
+            # certificate check or signature, or cannot be connected to, send adapters elsewhere.
+            return self.relay.leader_reachable()
         return True, "ready"
 
     def _connected_to_leader(self) -> bool:

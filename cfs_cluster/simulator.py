@@ -26,6 +26,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import random
 import statistics
 import sys
@@ -107,6 +108,7 @@ class SimulationSettings:
     username: str | None = None
     password: str | None = None
     verify_tls: bool = True
+    ca_file: str | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def __post_init__(self) -> None:
@@ -306,6 +308,7 @@ def _agent_settings(settings: SimulationSettings, gid: str, mode: str, index: in
         username=settings.username,
         password=settings.password,
         verify_tls=settings.verify_tls,
+        ca_file=settings.ca_file,
         request_timeout=max(1.0, min(5.0, settings.timeout / 2)),
     )
 
@@ -481,6 +484,11 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between values")
     p.add_argument("--username", default=None)
     p.add_argument("--password", default=None)
+    p.add_argument(
+        "--cacert",
+        default=os.environ.get("CFS_CACERT"),
+        help="PEM CA (or node certificate) to verify the nodes with [CFS_CACERT]",
+    )
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--verbose", action="store_true", help="log every role change to stderr")
@@ -514,6 +522,7 @@ def _settings_from_args(args: argparse.Namespace) -> SimulationSettings:
             username=args.username,
             password=args.password,
             verify_tls=not args.insecure,
+            ca_file=args.cacert,
         )
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc

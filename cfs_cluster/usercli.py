@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from .adminclient import add_connection_arguments, connect, reason
+from .adminclient import add_connection_arguments, connect, failure, reason
 
 __all__ = ["add_users_parser", "users_command"]
 
@@ -36,7 +36,7 @@ def users_command(args: argparse.Namespace) -> int:
         try:
             response = _call(client, base, args)
         except httpx.HTTPError as exc:
-            print(f"cfs users: cannot reach {args.url}: {exc}", file=sys.stderr)
+            print(failure("users", args, exc), file=sys.stderr)
             return 1
     if response.status_code >= 400:
         print(f"cfs users: {response.status_code} {reason(response)}", file=sys.stderr)

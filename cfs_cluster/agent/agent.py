@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import inspect
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -207,7 +208,7 @@ class FailoverAgent:
         if s.username is not None and s.password is not None:
             auth = httpx.BasicAuth(s.username, s.password)
         client = httpx.AsyncClient(
-            timeout=s.request_timeout, verify=s.verify_tls, headers=headers, auth=auth
+            timeout=s.request_timeout, verify=_verify(s), headers=headers, auth=auth
         )
         if s.client_id is not None and s.client_secret is not None:
             provider = TokenProvider(
@@ -541,3 +542,11 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def _verify(settings: AgentSettings) -> ssl.SSLContext | bool:
+    if not settings.verify_tls or settings.ca_file is None:
+        return settings.verify_tls
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a node's own certificate will do
+    return context

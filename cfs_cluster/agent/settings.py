@@ -42,6 +42,8 @@ class AgentSettings:
         username, password: Basic credentials.
         client_id, client_secret, token_endpoint: OAuth2 client credentials (spec §8.3).
         verify_tls: False accepts any certificate (testing only).
+        ca_file: PEM file of the CA (or the nodes' certificates) to verify the nodes with,
+            instead of the system trust store.
         request_timeout: seconds for one HTTP request.
     """
 
@@ -56,6 +58,7 @@ class AgentSettings:
     client_secret: str | None = None
     token_endpoint: str | None = None
     verify_tls: bool = True
+    ca_file: str | None = None
     request_timeout: float = 5.0
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp
 
 from .. import __version__
 from ..errors import CfsError
-from ..forwarding import RELAY_PATH
+from ..forwarding import INTERNAL_PATHS
 from ..node import Node
 from ..tokens import TokenService
 from . import (
@@ -64,6 +64,7 @@ def create_app(node: Node) -> ASGIApp:
     app.add_exception_handler(Exception, on_unexpected)
     app.include_router(clientfailover.router)
     app.include_router(cluster.router)
+    app.include_router(cluster.internal_router)
     app.include_router(users.router)
     app.include_router(configuration.router)
     app.include_router(observability.router)
@@ -75,6 +76,6 @@ def create_app(node: Node) -> ASGIApp:
     def templates() -> list[str]:
         # Included routers are nested objects in current FastAPI; the OpenAPI document lists
         # every public path template with its prefix already applied.
-        return [*app.openapi()["paths"].keys(), RELAY_PATH]
+        return [*app.openapi()["paths"].keys(), *INTERNAL_PATHS]
 
     return FrontDoor(app, node, templates)

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..errors import BadRequest, CfsError, NotFound, Unavailable
-from ..forwarding import FORWARDED_HEADER, RELAY_HEADER, RELAY_PATH, decode_report, encode_answer
+from ..errors import BadRequest, CfsError, Unavailable
+from ..forwarding import MAX_BATCH, PING_PATH, RELAY_PATH, encode_answer
 from ..membership import HANDED_OVER, MemberChange
-from ..models import load_json
+from ..models import load_json, relayed_report
 from ..node import Node
-from .requests import node_of
+from .requests import caller_of, from_member, node_of, require_member
 
-__all__ = ["router"]
+__all__ = ["internal_router", "router"]
 
 router = APIRouter(tags=["cluster"])
+# Member-to-member endpoints: never in the OpenAPI document, answered to signed requests only.
+internal_router = APIRouter(include_in_schema=False, dependencies=[Depends(require_member)])
 
 
 @router.get("/healthz", summary="Process alive")
@@ -39,7 +41,7 @@ async def readyz(request: Request) -> Response:
 async def cluster(request: Request) -> dict[str, Any]:
     node = node_of(request)
     view = _local_view(node)
-    if not node.replicator.is_leader() and not request.headers.get(FORWARDED_HEADER):
+    if not node.replicator.is_leader() and not from_member(request):
         await _merge_leader_view(node, request, view)
     return view
 
@@ -85,14 +87,15 @@ def _local_view(node: Node) -> dict[str, Any]:
         "Members": members,
         "MembersView": "leader" if rep.is_leader() else "local",
         "Tls": node.tls_status(),
+        "MemberKey": node.member_auth.current_kid(),
     }
 
 
 async def _merge_leader_view(node: Node, request: Request, view: dict[str, Any]) -> None:
     """Match index, lag and last contact are known only to the leader: ask it (best effort)."""
     try:
-        answer = await node.relay.forward(
-            "GET", "/api/v1/cluster", b"", request.headers.get("authorization"), timeout=1.0
+        answer = await node.relay.call_leader(
+            "GET", "/api/v1/cluster", caller=caller_of(request), timeout=1.0
         )
         leader_members = {m["Raft"]: m for m in answer.json()["Members"]}
     except (CfsError, ValueError, KeyError, TypeError):
@@ -174,10 +177,10 @@ async def _on_leader(
         change = await action(node)
         if change.action != HANDED_OVER:
             return JSONResponse(_change_body(change), status_code=status)
-    elif request.headers.get(FORWARDED_HEADER):
+    elif from_member(request):
         raise Unavailable("Leadership moved while the request was forwarded; retry.", retry_after=1)
-    answer = await node.relay.forward(
-        request.method, request.url.path, await request.body(), request.headers.get("authorization")
+    answer = await node.relay.call_leader(
+        request.method, request.url.path, await request.body(), caller_of(request), timeout=30.0
     )
     headers = {k: v for k, v in answer.headers.items() if k.lower() in ("retry-after",)}
     return Response(
@@ -198,16 +201,34 @@ def _change_body(change: MemberChange) -> dict[str, Any]:
     }
 
 
-@router.post(RELAY_PATH, include_in_schema=False)
+@router.post(
+    "/api/v1/cluster/member-key/rotate",
+    summary="New key for the members' internal channel; the previous one verifies for 60 s",
+    status_code=201,
+    responses={503: {"description": "The rotation did not commit in time; retry"}},
+)
+async def rotate_member_key(request: Request) -> Response:
+    key = await node_of(request).rotate_member_key()
+    created = dt.datetime.fromtimestamp(key.created_at, dt.UTC).isoformat()
+    return JSONResponse({"Kid": key.kid, "CreatedAt": created}, status_code=201)
+
+
+# ----------------------------------------------------------------- internal (members only)
+
+
+@internal_router.get(PING_PATH)
+async def ping(request: Request) -> dict[str, str]:
+    """A follower's probe: it reached this node, which verified its signature."""
+    return {"NodeId": node_of(request).settings.node_id}
+
+
+@internal_router.post(RELAY_PATH)
 async def relay(request: Request) -> Response:
     """Heartbeats relayed by a follower, answered one by one in the same order."""
     node = node_of(request)
-    token = request.headers.get(RELAY_HEADER, "")
-    if not hmac.compare_digest(token, node.relay_token):
-        raise NotFound("No resource exists at this path.")
     items = load_json(await request.body())
-    if not isinstance(items, list):
-        return JSONResponse({"error": "batch must be a list"}, status_code=400)
+    if not isinstance(items, list) or len(items) > MAX_BATCH:
+        raise BadRequest(f"A relayed batch is a list of at most {MAX_BATCH} heartbeats.")
     if not node.coordinator.can_decide():
         raise Unavailable("This node is not the leader with a current majority.", retry_after=0.5)
     results = await asyncio.gather(*(_one(node, item) for item in items))
@@ -216,9 +237,7 @@ async def relay(request: Request) -> Response:
 
 async def _one(node: Node, item: Any) -> dict[str, Any]:
     try:
-        answer = await node.coordinator.heartbeat(decode_report(item))
+        answer = await node.answer_relayed(relayed_report(item))
     except CfsError as exc:
-        return {"status": exc.status, "reason": exc.reason}
-    except (TypeError, ValueError):
-        return {"status": 400, "reason": "malformed relay item"}
+        return {"status": exc.status, "reason": exc.reason, "retry_after": exc.retry_after}
     return {"ok": encode_answer(answer)}

@@ -7,6 +7,10 @@
   optional trailing slash, and rewritten to the canonical path: answered, never redirected
   (spec §10 items 1 and 2). Ids keep their own casing.
 - Bodies larger than the limit are refused with 413 before they are read in full.
+- A request under ``/_cluster/`` (any spelling), or one that says it comes from a member
+  (``X-CFS-Member``), is served only if its member signature verifies (memberauth.py); a
+  forwarded request is then authorized on the role of the caller the forwarding member
+  authenticated, never on credentials of its own.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ from collections.abc import Awaitable, Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth import refusal_headers
+from ..engine import User
 from ..errors import CfsError, PayloadTooLarge
 from ..liveness import HeartbeatReport
+from ..memberauth import MEMBER_HEADER, Caller, is_internal
 from ..models import HeartbeatBody, check_id, heartbeat_payload, load_json
 from ..node import Node
+from ..tokens import Principal
 from .errors import error_response_parts
+from .requests import CALLER, FROM_MEMBER
 
 __all__ = ["FrontDoor"]
 
@@ -29,6 +37,7 @@ HEARTBEAT_PATH = re.compile(
     r"^/api/v1/clientfailover/groups/([^/]+)/clientsessions/([^/]+)/heartbeat/?$", re.IGNORECASE
 )
 _JSON_HEADERS = [(b"content-type", b"application/json; charset=utf-8")]
+_MEMBER_HEADER = MEMBER_HEADER.encode()
 
 
 class FrontDoor:
@@ -50,8 +59,14 @@ class FrontDoor:
             )
             return
         path: str = scope["path"]
+        signature = _header(scope, _MEMBER_HEADER)
+        if signature is not None or path.startswith("/_"):  # no case folding changes "/_"
+            canonical = self._canonical(path)
+            if signature is not None or is_internal(path) or is_internal(canonical):
+                await self._from_member(scope, receive, send, signature, canonical)
+                return
         try:  # the one place authentication and roles are enforced (auth.py)
-            await self.node.auth.check(
+            who = await self.node.auth.check(
                 scope["method"], path, _header(scope, b"authorization"), _source(scope)
             )
         except CfsError as exc:
@@ -62,8 +77,26 @@ class FrontDoor:
             if match is not None:
                 await self._heartbeat(match[1], match[2], receive, send)
                 return
-        scope = dict(scope, path=self._canonical(path))
+        state = {**(scope.get("state") or {}), CALLER: _caller(who)}
+        scope = dict(scope, path=self._canonical(path), state=state)
         await self.app(scope, _limited(receive, self.max_body), send)
+
+    async def _from_member(
+        self, scope: Scope, receive: Receive, send: Send, signature: bytes | None, path: str
+    ) -> None:
+        """Serve a member-signed request, or refuse it (401/403) before the app sees it."""
+        method: str = scope["method"]
+        try:
+            body = await _read_body(receive, self.max_body)
+            query = bytes(scope.get("query_string") or b"").decode("latin-1")
+            target = f"{path}?{query}" if query else path
+            signed = self.node.member_auth.verify(method, target, body, signature)
+            self.node.auth.check_vouched(method, path, signed.caller)
+        except CfsError as exc:
+            await _send_error(send, exc, refusal_headers(exc))
+            return
+        state = {**(scope.get("state") or {}), FROM_MEMBER: signed, CALLER: signed.caller}
+        await self.app(dict(scope, path=path, state=state), _replayed(body, receive), send)
 
     # ----------------------------------------------------------------- routing
 
@@ -145,6 +178,24 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def _replayed(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for a request whose body was read already: the body, then the connection."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _caller(who: User | Principal | None) -> Caller | None:
+    return None if who is None else Caller(who.name, who.role)
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
