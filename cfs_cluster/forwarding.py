@@ -205,7 +205,8 @@ class Relay:
     ) -> httpx.Response:
         """Send one request to the leader, signed for it with the member key; ``caller`` is
         who a forwarded request speaks for (the leader checks that role, and never sees the
-        caller's credentials). Any answer is returned; no answer is Unavailable."""
+        caller's credentials). ``path`` is signed as given: a query must already be
+        percent-encoded. Any answer is returned; no answer is Unavailable."""
         leader = self._leader()
         try:
             signature = self._auth.sign(method, path, body, leader.node_id, caller)
@@ -227,8 +228,11 @@ class Relay:
             raise Unavailable(
                 f"Could not reach the leader at {leader.api_url}: {exc}", retry_after=0.5
             ) from exc
-        if response.status_code == 401 and is_internal(path):
-            self._note(leader.api_url, False, f"the leader refused this node's signature: {path}")
+        if is_internal(path) and response.status_code not in (200, 503):
+            # 401: the leader refused the signature; 404: it does not serve the internal
+            # route (a release without it, mid-upgrade). 503 is an election, not the relay.
+            why = f"the leader answered {response.status_code} to {method} {path}"
+            self._note(leader.api_url, False, why)
         else:
             self._note(leader.api_url, True, "ready")
         return response

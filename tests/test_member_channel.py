@@ -700,3 +700,99 @@ def test_followers_that_cannot_verify_the_leader_are_not_ready(tmp_path: Path) -
                 assert "CERTIFICATE_VERIFY_FAILED" in answer.json()["Reason"], answer.text
     finally:
         cluster.close()
+
+
+# --------------------------------------------------------------------------- MemberAuth alone
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _auth_pair() -> tuple[Any, Any, list[Any], Clock]:
+    from cfs_cluster.engine import SigningKey
+    from cfs_cluster.memberauth import MemberAuth
+
+    clock = Clock()
+    keys = [SigningKey("k1", "11" * 32, int(clock.now))]
+    return MemberAuth(lambda: keys, "n1", clock), MemberAuth(lambda: keys, "n2", clock), keys, clock
+
+
+def test_a_signature_vouches_for_the_caller_once() -> None:
+    from cfs_cluster.memberauth import Caller, MemberAuthFailed
+
+    follower, leader, _, _ = _auth_pair()
+    header = follower.sign(
+        "POST", "/api/v1/cluster/members", b"{}", "n2", Caller("rööt", "administrators")
+    )
+    signed = leader.verify("POST", "/api/v1/cluster/members", b"{}", header.encode())
+    assert signed.caller == Caller("rööt", "administrators")
+    with pytest.raises(MemberAuthFailed, match="replay"):
+        leader.verify("POST", "/api/v1/cluster/members", b"{}", header.encode())
+    with pytest.raises(MemberAuthFailed, match="another member"):
+        follower.verify("POST", "/api/v1/cluster/members", b"{}", header.encode())
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        b"",
+        b"v1." + b"a" * 2000,
+        b"v2.k1.1.ab.bjI.e30.ab",
+        b"v1.k1.12x.ab.bjI..ab",
+        b"v1.k1.1.not-hex.bjI..ab",
+        b"v1.k1.1.ab.bjI..AB",
+        "v1.k1.1.ab.bjI..ä".encode(),
+        b"v1.k1.1.ab.bjI.ab",
+    ],
+)
+def test_malformed_member_headers_are_401_never_an_exception(header: bytes | None) -> None:
+    from cfs_cluster.memberauth import MemberAuthFailed
+
+    _, leader, _, _ = _auth_pair()
+    with pytest.raises(MemberAuthFailed):
+        leader.verify("GET", "/_cluster/ping", b"", header)
+
+
+def test_a_retired_member_key_verifies_for_the_overlap_only() -> None:
+    """A follower that has not applied a rotation yet still signs with the old key: the
+    leader accepts it for OVERLAP seconds after the rotation, then no more."""
+    from cfs_cluster.engine import SigningKey
+    from cfs_cluster.memberauth import OVERLAP, MemberAuth, MemberAuthFailed
+
+    _, leader, keys, clock = _auth_pair()
+    lagging = MemberAuth(lambda: [SigningKey("k1", "11" * 32, int(clock.now))], "n3", clock)
+    keys[0].retired_at = int(clock.now)
+    keys.append(SigningKey("k2", "22" * 32, int(clock.now)))
+    clock.now += OVERLAP - 1
+    leader.verify(
+        "GET", "/_cluster/ping", b"", lagging.sign("GET", "/_cluster/ping", b"", "n2").encode()
+    )
+    clock.now += 2
+    with pytest.raises(MemberAuthFailed, match="retired"):
+        leader.verify(
+            "GET", "/_cluster/ping", b"", lagging.sign("GET", "/_cluster/ping", b"", "n2").encode()
+        )
+
+
+def test_forgotten_nonces_never_reopen_a_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond MAX_NONCES the oldest nonces are dropped, and with them every timestamp up to
+    theirs: a replay of a forgotten request is still refused."""
+    from cfs_cluster import memberauth
+
+    monkeypatch.setattr(memberauth, "MAX_NONCES", 3)
+    follower, leader, _, clock = _auth_pair()
+    headers = []
+    for _ in range(5):
+        clock.now += 0.01
+        headers.append(follower.sign("GET", "/_cluster/ping", b"", "n2"))
+    for header in headers:
+        leader.verify("GET", "/_cluster/ping", b"", header.encode())
+    for header in headers:
+        with pytest.raises(memberauth.MemberAuthFailed, match="replay"):
+            leader.verify("GET", "/_cluster/ping", b"", header.encode())
