@@ -5,7 +5,7 @@ posted to the leader's internal endpoint over a kept-alive connection. A batch t
 leader change is retried once against the new leader; heartbeats are idempotent (they only
 refresh liveness), so a retry is safe.
 
-Every request to the leader goes through ``Relay.call_leader``: signed with the member key
+Every request to the leader goes through ``Relay.request_leader``: signed with the member key
 (memberauth.py), never with an end user's credentials, over HTTPS that trusts the members'
 published certificates or the members' CA only (tls.py). Its outcome is kept, so ``/readyz``
 of a follower that cannot reach its leader (a refused certificate, a refused signature, no
@@ -183,19 +183,29 @@ class Relay:
                 future.set_exception(error_type(reason, retry_after=retry_after))
 
     async def _post(self, body: list[list[Any]]) -> list[dict[str, Any]]:
-        response = await self.call_leader("POST", RELAY_PATH, json.dumps(body).encode())
-        if response.status_code != 200:
-            raise Unavailable(
-                f"The leader answered {response.status_code} to a relay.", retry_after=0.5
-            )
-        results: list[dict[str, Any]] = response.json()
-        if len(results) != len(body):
+        results: list[dict[str, Any]] = await self.call_leader(RELAY_PATH, body)
+        if not isinstance(results, list) or len(results) != len(body):
             raise Unavailable(
                 "The leader's relay answer does not match the batch.", retry_after=0.5
             )
         return results
 
-    async def call_leader(
+    async def call_leader(self, path: str, payload: Any) -> Any:
+        """POST ``payload`` to the leader's internal endpoint ``path`` (under ``/_cluster/``);
+        the decoded JSON answer of a 200, else Unavailable."""
+        response = await self.request_leader("POST", path, json.dumps(payload).encode())
+        if response.status_code != 200:
+            raise Unavailable(
+                f"The leader answered {response.status_code} to {path}.", retry_after=0.5
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise Unavailable(
+                f"The leader's answer to {path} is not JSON.", retry_after=0.5
+            ) from exc
+
+    async def request_leader(
         self,
         method: str,
         path: str,
@@ -203,7 +213,8 @@ class Relay:
         caller: Caller | None = None,
         timeout: float | None = None,
     ) -> httpx.Response:
-        """Send one request to the leader, signed for it with the member key; ``caller`` is
+        """The one way this node sends a request to another member: to the leader, signed
+        for it with the member key (memberauth.py). ``caller`` is
         who a forwarded request speaks for (the leader checks that role, and never sees the
         caller's credentials). ``path`` is signed as given: a query must already be
         percent-encoded. Any answer is returned; no answer is Unavailable."""
@@ -277,9 +288,9 @@ class Relay:
         """One signed request to the leader's ping endpoint, for its outcome only."""
         self._probing = True
         try:
-            await self.call_leader("GET", PING_PATH, timeout=min(1.0, self._timeout))
+            await self.request_leader("GET", PING_PATH, timeout=min(1.0, self._timeout))
         except CfsError:
-            pass  # noted by call_leader
+            pass  # noted by request_leader
         finally:
             self._probing = False
 

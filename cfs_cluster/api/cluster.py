@@ -94,7 +94,7 @@ def _local_view(node: Node) -> dict[str, Any]:
 async def _merge_leader_view(node: Node, request: Request, view: dict[str, Any]) -> None:
     """Match index, lag and last contact are known only to the leader: ask it (best effort)."""
     try:
-        answer = await node.relay.call_leader(
+        answer = await node.relay.request_leader(
             "GET", "/api/v1/cluster", caller=caller_of(request), timeout=1.0
         )
         leader_members = {m["Raft"]: m for m in answer.json()["Members"]}
@@ -179,7 +179,7 @@ async def _on_leader(
             return JSONResponse(_change_body(change), status_code=status)
     elif from_member(request):
         raise Unavailable("Leadership moved while the request was forwarded; retry.", retry_after=1)
-    answer = await node.relay.call_leader(
+    answer = await node.relay.request_leader(
         request.method, request.url.path, await request.body(), caller_of(request), timeout=30.0
     )
     headers = {k: v for k, v in answer.headers.items() if k.lower() in ("retry-after",)}
