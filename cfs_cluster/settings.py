@@ -133,6 +133,9 @@ class SecuritySettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_self_signed: bool = False
+    # The CA that issued the members' API certificates; members then trust it (not the
+    # certificates they publish) when they call each other (tls.member_trust_context).
+    peer_ca_file: Path | None = None
 
     @property
     def tls(self) -> bool:

@@ -42,8 +42,8 @@ class AgentSettings:
         username, password: Basic credentials.
         client_id, client_secret, token_endpoint: OAuth2 client credentials (spec §8.3).
         verify_tls: False accepts any certificate (testing only).
-        ca_file: PEM CA bundle (or the node's own certificate) to verify HTTPS endpoints
-            against, instead of the system's trust store.
+        ca_file: PEM file of the CA (or the nodes' certificates) to verify the nodes with,
+            instead of the system trust store.
         request_timeout: seconds for one HTTP request.
     """
 

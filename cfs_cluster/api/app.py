@@ -26,7 +26,7 @@ from cfs_cluster.api.errors import install_error_handlers, render
 from cfs_cluster.api.frontdoor import FrontDoor
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import CfsError
-from cfs_cluster.protocol.heartbeat import READ_PATH, RELAY_PATH
+from cfs_cluster.protocol.heartbeat import INTERNAL_PATHS
 from cfs_cluster.security.tokens import TokenService
 
 __all__ = ["create_app"]
@@ -69,6 +69,7 @@ def create_app(node: Node) -> ASGIApp:
     app.add_exception_handler(Exception, on_unexpected)
     app.include_router(clientfailover.router)
     app.include_router(cluster.router)
+    app.include_router(cluster.internal_router)
     app.include_router(users.router)
     app.include_router(configuration.router)
     app.include_router(observability.router)
@@ -80,6 +81,6 @@ def create_app(node: Node) -> ASGIApp:
     def templates() -> list[str]:
         # Included routers are nested objects in current FastAPI; the OpenAPI document lists
         # every public path template with its prefix already applied.
-        return [*app.openapi()["paths"].keys(), RELAY_PATH, READ_PATH]
+        return [*app.openapi()["paths"].keys(), *INTERNAL_PATHS]
 
     return FrontDoor(app, node, templates)

@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from cfs_cluster import __version__
-from cfs_cluster.api.requests import node_of
+from cfs_cluster.api.models import relayed_report
+from cfs_cluster.api.requests import caller_of, from_member, node_of, require_member
 from cfs_cluster.cluster.membership import HANDED_OVER, MemberChange
 from cfs_cluster.cluster.node import Node
-from cfs_cluster.cluster.relay import (
-    FORWARDED_HEADER,
-    READ_PATH,
-    RELAY_HEADER,
-    RELAY_PATH,
-    decode_report,
-    encode_answer,
-)
-from cfs_cluster.errors import BadRequest, CfsError, NotFound, Unavailable
+from cfs_cluster.cluster.relay import MAX_BATCH, encode_answer
+from cfs_cluster.errors import BadRequest, CfsError, Unavailable
 from cfs_cluster.protocol.bodies import load_json
+from cfs_cluster.protocol.heartbeat import PING_PATH, READ_PATH, RELAY_PATH
 
-__all__ = ["router"]
+__all__ = ["internal_router", "router"]
 
 router = APIRouter(tags=["cluster"])
+# Member-to-member endpoints: never in the OpenAPI document, answered to signed requests only.
+internal_router = APIRouter(include_in_schema=False, dependencies=[Depends(require_member)])
 
 
 @router.get("/healthz", summary="Process alive")
@@ -47,7 +44,7 @@ async def readyz(request: Request) -> Response:
 async def cluster(request: Request) -> dict[str, Any]:
     node = node_of(request)
     view = _local_view(node)
-    if not node.replicator.is_leader() and not request.headers.get(FORWARDED_HEADER):
+    if not node.replicator.is_leader() and not from_member(request):
         await _merge_leader_view(node, request, view)
     return view
 
@@ -95,14 +92,15 @@ def _local_view(node: Node) -> dict[str, Any]:
         "Members": members,
         "MembersView": "leader" if rep.is_leader() else "local",
         "Tls": node.tls_status(),
+        "MemberKey": node.member_auth.current_kid(),
     }
 
 
 async def _merge_leader_view(node: Node, request: Request, view: dict[str, Any]) -> None:
     """Match index, lag and last contact are known only to the leader: ask it (best effort)."""
     try:
-        answer = await node.relay.forward(
-            "GET", "/api/v1/cluster", b"", request.headers.get("authorization"), timeout=1.0
+        answer = await node.relay.request_leader(
+            "GET", "/api/v1/cluster", caller=caller_of(request), timeout=1.0
         )
         leader_members = {m["Raft"]: m for m in answer.json()["Members"]}
     except (CfsError, ValueError, KeyError, TypeError):
@@ -184,10 +182,10 @@ async def _on_leader(
         change = await action(node)
         if change.action != HANDED_OVER:
             return JSONResponse(_change_body(node, change), status_code=status)
-    elif request.headers.get(FORWARDED_HEADER):
+    elif from_member(request):
         raise Unavailable("Leadership moved while the request was forwarded; retry.", retry_after=1)
-    answer = await node.relay.forward(
-        request.method, request.url.path, await request.body(), request.headers.get("authorization")
+    answer = await node.relay.request_leader(
+        request.method, request.url.path, await request.body(), caller_of(request), timeout=30.0
     )
     headers = {k: v for k, v in answer.headers.items() if k.lower() in ("retry-after",)}
     return Response(
@@ -212,21 +210,32 @@ def _change_body(node: Node, change: MemberChange) -> dict[str, Any]:
     }
 
 
-def _member_node(request: Request) -> Node:
-    """The node, if the caller proved it is a member (the relay token); every internal
-    ``/_cluster/`` route starts here. Anyone else is told the path does not exist."""
-    node = node_of(request)
-    token = request.headers.get(RELAY_HEADER, "")
-    if not hmac.compare_digest(token, node.relay_token):
-        raise NotFound("No resource exists at this path.")
-    return node
+@router.post(
+    "/api/v1/cluster/member-key/rotate",
+    summary="New key for the members' internal channel; the previous one verifies for 60 s",
+    status_code=201,
+    responses={503: {"description": "The rotation did not commit in time; retry"}},
+)
+async def rotate_member_key(request: Request) -> Response:
+    key = await node_of(request).rotate_member_key()
+    created = dt.datetime.fromtimestamp(key.created_at, dt.UTC).isoformat()
+    return JSONResponse({"Kid": key.kid, "CreatedAt": created}, status_code=201)
 
 
-@router.post(READ_PATH, include_in_schema=False)
+# ----------------------------------------------------------------- internal (members only)
+
+
+@internal_router.get(PING_PATH)
+async def ping(request: Request) -> dict[str, str]:
+    """A follower's probe: it reached this node, which verified its signature."""
+    return {"NodeId": node_of(request).settings.node_id}
+
+
+@internal_router.post(READ_PATH)
 async def member_read(request: Request) -> Response:
     """A follower's read barrier: the commit index confirmed in this leader's term, and the
     live liveness of the groups the follower is about to show (reads.py)."""
-    node = _member_node(request)
+    node = node_of(request)
     body = load_json(await request.body())
     groups = body.get("Groups") if isinstance(body, dict) else None
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
@@ -234,13 +243,13 @@ async def member_read(request: Request) -> Response:
     return JSONResponse(await node.reads.for_follower(groups))
 
 
-@router.post(RELAY_PATH, include_in_schema=False)
+@internal_router.post(RELAY_PATH)
 async def relay(request: Request) -> Response:
     """Heartbeats relayed by a follower, answered one by one in the same order."""
-    node = _member_node(request)
+    node = node_of(request)
     items = load_json(await request.body())
-    if not isinstance(items, list):
-        return JSONResponse({"error": "batch must be a list"}, status_code=400)
+    if not isinstance(items, list) or len(items) > MAX_BATCH:
+        raise BadRequest(f"A relayed batch is a list of at most {MAX_BATCH} heartbeats.")
     if not node.coordinator.can_decide():
         raise Unavailable("This node is not the leader with a current majority.", retry_after=0.5)
     results = await asyncio.gather(*(_one(node, item) for item in items))
@@ -249,9 +258,7 @@ async def relay(request: Request) -> Response:
 
 async def _one(node: Node, item: Any) -> dict[str, Any]:
     try:
-        answer = await node.coordinator.heartbeat(decode_report(item))
+        answer = await node.answer_relayed(relayed_report(item))
     except CfsError as exc:
-        return {"status": exc.status, "reason": exc.reason}
-    except (TypeError, ValueError):
-        return {"status": 400, "reason": "malformed relay item"}
+        return {"status": exc.status, "reason": exc.reason, "retry_after": exc.retry_after}
     return {"ok": encode_answer(answer)}

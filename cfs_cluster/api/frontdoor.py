@@ -9,6 +9,10 @@
 - Bodies larger than the limit are refused with 413 before they are read in full.
 - Reads of replicated state (GET) first pass a read barrier (reads.py) unless ``?stale=true``;
   the view they may answer from travels in the request state (``api.requests.read_view``).
+- A request under ``/_cluster/`` (any spelling), or one that says it comes from a member
+  (``X-CFS-Member``), is served only if its member signature verifies (memberauth.py); a
+  forwarded request is then authorized on the role of the caller the forwarding member
+  authenticated, never on credentials of its own.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cfs_cluster.api.errors import error_response_parts
 from cfs_cluster.api.models import HeartbeatBody, check_id, heartbeat_payload
-from cfs_cluster.api.requests import READ_VIEW
+from cfs_cluster.api.requests import CALLER, FROM_MEMBER, READ_VIEW
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.cluster.reads import ReadView, parse_stale
+from cfs_cluster.engine import User
 from cfs_cluster.errors import CfsError, PayloadTooLarge
 from cfs_cluster.protocol.bodies import load_json
 from cfs_cluster.protocol.heartbeat import HeartbeatReport
 from cfs_cluster.security.auth import refusal_headers
+from cfs_cluster.security.memberauth import MEMBER_HEADER, Caller, is_internal
+from cfs_cluster.security.tokens import Principal
 
 __all__ = ["FrontDoor"]
 
@@ -48,6 +55,7 @@ _LIVENESS_VIEW = re.compile(
     r"^/api/v1/clientfailover/groups/([^/]+)/(?:status|clientsessions(?:/[^/]+)?)/?$",
     re.IGNORECASE,
 )
+_MEMBER_HEADER = MEMBER_HEADER.encode()
 
 
 class FrontDoor:
@@ -69,8 +77,14 @@ class FrontDoor:
             )
             return
         path: str = scope["path"]
+        signature = _header(scope, _MEMBER_HEADER)
+        if signature is not None or path.startswith("/_"):  # no case folding changes "/_"
+            canonical = self._canonical(path)
+            if signature is not None or is_internal(path) or is_internal(canonical):
+                await self._from_member(scope, receive, send, signature, canonical)
+                return
         try:  # the one place authentication and roles are enforced (auth.py)
-            await self.node.auth.check(
+            who = await self.node.auth.check(
                 scope["method"],
                 path,
                 _header(scope, b"authorization"),
@@ -91,10 +105,31 @@ class FrontDoor:
             except CfsError as exc:
                 await _send_error(send, exc)
                 return
-            scope = dict(scope, state={**scope.get("state", {}), READ_VIEW: view})
+            scope = dict(scope, state={**(scope.get("state") or {}), READ_VIEW: view})
             send = _with_headers(send, view.headers())
-        scope = dict(scope, path=self._canonical(path))
+        state = {**(scope.get("state") or {}), CALLER: _caller(who)}
+        scope = dict(scope, path=self._canonical(path), state=state)
         await self.app(scope, _limited(receive, self.max_body), send)
+
+    async def _from_member(
+        self, scope: Scope, receive: Receive, send: Send, signature: bytes | None, path: str
+    ) -> None:
+        """Serve a member-signed request, or refuse it (401/403) before the app sees it."""
+        method: str = scope["method"]
+        try:
+            body = await _read_body(receive, self.max_body)
+            query = bytes(scope.get("query_string") or b"").decode("latin-1")
+            target = f"{path}?{query}" if query else path
+            signed = self.node.member_auth.verify(method, target, body, signature)
+            if not is_internal(path):  # internal routes: the signature is the authorization
+                self.node.auth.check_vouched(method, path, signed.caller)
+            state = {**(scope.get("state") or {}), FROM_MEMBER: signed, CALLER: signed.caller}
+            if method in ("GET", "HEAD") and path.lower().startswith(_CONSISTENT_PREFIXES):
+                state[READ_VIEW] = await self._read_view(path, scope.get("query_string", b""))
+        except CfsError as exc:
+            await _send_error(send, exc, refusal_headers(exc))
+            return
+        await self.app(dict(scope, path=path, state=state), _replayed(body, receive), send)
 
     # ----------------------------------------------------------------- routing
 
@@ -185,6 +220,24 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def _replayed(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for a request whose body was read already: the body, then the connection."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _caller(who: User | Principal | None) -> Caller | None:
+    return None if who is None else Caller(who.name, who.role)
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

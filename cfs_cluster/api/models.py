@@ -18,8 +18,9 @@ from cfs_cluster import engine
 from cfs_cluster.cluster.liveness import GroupLiveness
 from cfs_cluster.errors import BadRequest
 from cfs_cluster.protocol.bodies import load_json
-from cfs_cluster.protocol.heartbeat import HeartbeatAnswer
+from cfs_cluster.protocol.heartbeat import HeartbeatAnswer, HeartbeatReport
 from cfs_cluster.protocol.wire import (
+    MAX_TICKS,
     TICKS_PER_SECOND,
     ClientRole,
     RoleOverride,
@@ -38,6 +39,7 @@ __all__ = [
     "SessionConfig",
     "check_id",
     "load_json",
+    "relayed_report",
 ]
 
 MAX_ID_LENGTH = 256
@@ -162,6 +164,30 @@ class HeartbeatBody:
             else parse_datetime(ldpt, "LastDataProcessedTime"),
             heartbeat_time=None if hb_time is None else parse_datetime(hb_time, "HeartbeatTime"),
         )
+
+
+def relayed_report(item: Any) -> HeartbeatReport:
+    """A heartbeat a follower relayed (``[groupId, sessionId, score, ldpt, time]``, times in
+    ticks), held to the checks of a direct one: a relay carries nothing the front door of the
+    leader would have refused."""
+    if not isinstance(item, list) or len(item) != 5:
+        raise BadRequest("A relayed heartbeat is [groupId, sessionId, score, ldpt, time].")
+    group_id, session_id, score, ldpt, hb_time = item
+    return HeartbeatReport(
+        check_id(group_id, "groupId"),
+        check_id(session_id, "sessionId"),
+        _score(score),
+        _relayed_ticks(ldpt, "LastDataProcessedTime"),
+        _relayed_ticks(hb_time, "HeartbeatTime"),
+    )
+
+
+def _relayed_ticks(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TICKS:
+        raise BadRequest(f"{field} of a relayed heartbeat must be ticks or null.")
+    return value
 
 
 def _score(raw: Any) -> float:

@@ -1,19 +1,35 @@
-"""What every route reads from a request besides its body: the node, the idempotency key, and
-the view a read may be answered from."""
+"""What every route reads from a request besides its body: the node, the idempotency key, who
+sent it, and the view a read may be answered from (all but the first two set by the front
+door)."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import Request
 
 from cfs_cluster.cluster.liveness import GroupLiveness
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.cluster.reads import ReadView
+from cfs_cluster.security.memberauth import Caller, MemberAuthFailed, MemberRequest
 
-__all__ = ["READ_VIEW", "group_liveness", "node_of", "request_id"]
+__all__ = [
+    "CALLER",
+    "FROM_MEMBER",
+    "READ_VIEW",
+    "caller_of",
+    "from_member",
+    "group_liveness",
+    "node_of",
+    "request_id",
+    "require_member",
+]
 
-READ_VIEW = "cfs_read_view"  # request-state key, set by the front door before a GET
+# Keys of the ASGI scope's "state" (``request.state``) that the front door sets.
+CALLER = "cfs_caller"  # memberauth.Caller: the authenticated user or client; absent = anonymous
+FROM_MEMBER = "cfs_member"  # memberauth.MemberRequest: a cluster member signed the request
+READ_VIEW = "cfs_read_view"  # reads.ReadView: what a GET may answer from (its read barrier)
 
 MAX_REQUEST_ID = 128
 
@@ -41,3 +57,25 @@ def request_id(request: Request) -> str:
     if given and len(given) <= MAX_REQUEST_ID:
         return f"client:{request.method}:{request.url.path}:{given}"
     return uuid.uuid4().hex
+
+
+def caller_of(request: Request) -> Caller | None:
+    caller: Caller | None = _state(request).get(CALLER)
+    return caller
+
+
+def from_member(request: Request) -> bool:
+    """Whether another member sent this request (signature verified by the front door)."""
+    return isinstance(_state(request).get(FROM_MEMBER), MemberRequest)
+
+
+def require_member(request: Request) -> None:
+    """Dependency of every internal route: answered for members only (the front door already
+    refuses unsigned requests to the internal prefix; this holds for any path that routes here)."""
+    if not from_member(request):
+        raise MemberAuthFailed("This endpoint answers cluster members only.")
+
+
+def _state(request: Request) -> dict[str, Any]:
+    state: dict[str, Any] = request.scope.get("state") or {}
+    return state

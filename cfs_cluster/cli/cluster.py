@@ -1,4 +1,4 @@
-"""`cfs cluster status|health|add-node|remove-node|transfer-leader`: membership and health.
+"""`cfs cluster status|health|add-node|remove-node|transfer-leader|rotate-member-key`.
 
 Any node accepts these; it hands changes to the Raft leader, which checks that the change is
 safe (see membership.py) before it enters the log. ``health`` asks every member itself.
@@ -48,6 +48,11 @@ def add_cluster_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     remove.add_argument("member", help="node id or Raft address")
     transfer = _leaf(actions, "transfer-leader", "hand Raft leadership over")
     transfer.add_argument("--to", help="node id or Raft address (default: most caught-up)")
+    _leaf(
+        actions,
+        "rotate-member-key",
+        "new key for the members' internal channel (the old one verifies for 60 s)",
+    )
 
 
 def _leaf(
@@ -70,6 +75,9 @@ def cluster_command(args: argparse.Namespace) -> int:
     if output_format(args) == "json":
         print_json(body)
         return 0
+    if args.action == "rotate-member-key":
+        print(f"member key {body.get('Kid')} signs from now on (created {body.get('CreatedAt')})")
+        return 0
     print(_change_line(body))
     if args.action == "remove-node":
         print("Stop the removed node now, and drop it from every node's --peers.")
@@ -83,6 +91,8 @@ def _change_request(args: argparse.Namespace) -> tuple[str, str, dict[str, str] 
         return "POST", MEMBERS, {"Raft": args.raft}
     if args.action == "remove-node":
         return "DELETE", f"{MEMBERS}/{args.member}", None
+    if args.action == "rotate-member-key":
+        return "POST", "/api/v1/cluster/member-key/rotate", None
     return "POST", "/api/v1/cluster/transfer-leader", {} if args.to is None else {"To": args.to}
 
 

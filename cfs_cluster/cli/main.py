@@ -187,6 +187,12 @@ def _security_arguments(p: argparse.ArgumentParser) -> None:
         help="self-signed: generate a certificate in the data dir [CFS_TLS]",
     )
     p.add_argument(
+        "--peer-ca-file",
+        default=_env("CFS_PEER_CA_FILE"),
+        help="PEM CA that issued the members' certificates; members verify each other "
+        "against it instead of pinning the certificates they publish [CFS_PEER_CA_FILE]",
+    )
+    p.add_argument(
         "--heartbeat-rate-limit",
         type=float,
         default=float(_env("CFS_HEARTBEAT_RATE_LIMIT", "0") or 0),
@@ -221,6 +227,7 @@ def _security_settings(args: argparse.Namespace) -> SecuritySettings:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         tls_self_signed=args.tls == "self-signed",
+        peer_ca_file=Path(args.peer_ca_file) if args.peer_ca_file else None,
         token_lifetime=args.token_lifetime,
     )
 
@@ -323,8 +330,9 @@ def _check_administrator(settings: Settings) -> None:
 
 
 def _tls_files(settings: Settings) -> tuple[Path, Path] | None:
-    from cfs_cluster.security.tls import certificate_files
+    from cfs_cluster.security.tls import certificate_files, check_peer_ca
 
+    check_peer_ca(settings)
     return certificate_files(settings)
 
 

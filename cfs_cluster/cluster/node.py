@@ -13,7 +13,7 @@ from cfs_cluster import engine
 from cfs_cluster.cluster.liveness import Coordinator
 from cfs_cluster.cluster.membership import Membership
 from cfs_cluster.cluster.reads import Reads
-from cfs_cluster.cluster.relay import Relay, relay_token
+from cfs_cluster.cluster.relay import Relay
 from cfs_cluster.cluster.replication import Replicator
 from cfs_cluster.engine import configuration as config
 from cfs_cluster.errors import CfsError, Conflict, NotFound, Unavailable
@@ -23,6 +23,7 @@ from cfs_cluster.ops.omf import HealthEgress, HealthSource
 from cfs_cluster.protocol.heartbeat import HeartbeatAnswer, HeartbeatReport
 from cfs_cluster.security import tls
 from cfs_cluster.security.auth import Authenticator, hash_password
+from cfs_cluster.security.memberauth import OVERLAP, MemberAuth, new_member_key
 from cfs_cluster.security.ratelimit import HeartbeatLimiter
 from cfs_cluster.security.tls import certificate_status
 from cfs_cluster.settings import Settings
@@ -53,12 +54,13 @@ class Node:
             self.replicator, settings.failover, settings.raft, settings.request_timeout
         )
         self.membership = Membership(self.replicator, settings.raft, settings.request_timeout)
-        self.relay_token = relay_token(settings.raft_password)
+        self.member_auth = MemberAuth(lambda: self.replicator.state.member_keys, settings.node_id)
         self.relay = Relay(
             self.replicator,
-            self.relay_token,
+            self.member_auth,
             settings.failover.relay_linger,
             settings.request_timeout,
+            settings.security.peer_ca_file,
         )
         # A probe round a majority cannot answer within an election timeout falls back to a
         # no-op write (reads.py): those voters are as good as gone, or of an older version.
@@ -69,6 +71,7 @@ class Node:
             settings.request_timeout,
             probe_timeout=settings.raft.min_timeout,
         )
+        self._member_key_task: asyncio.Task[None] | None = None
         self._publish_task: asyncio.Task[None] | None = None
         self.auth = Authenticator(self.users, settings.security, clients=self.clients)
         self.auth.recheck = self.reads.barrier  # unknown credentials may be replication lag
@@ -131,11 +134,18 @@ class Node:
             log.info("Log level changed to %s (replicated configuration).", level)
 
     async def _watch(self) -> None:
-        """Cheap periodic checks that have no event of their own: leader identity, log level."""
+        """Cheap periodic checks that have no event of their own: leader identity, log level,
+        and (on a follower) whether the leader answers this node's relays."""
         while True:
             self.metrics.observe_leader(self.replicator.leader_address())
             self._follow_log_level()
+            if self._follows() and self.relay.probe_due():
+                self._spawn(self.relay.probe())
             await asyncio.sleep(0.25)
+
+    def _follows(self) -> bool:
+        leader = self.replicator.leader_address()
+        return leader is not None and leader != self.replicator.self_address
 
     def release_waiters(self) -> None:
         """Wake every held long-poll (safe from a signal handler: it goes through the loop)."""
@@ -190,6 +200,7 @@ class Node:
                 "until users arrive through Raft from its peers (CFS_BOOTSTRAP_ADMIN creates "
                 "the first administrator of a new cluster)."
             )
+        self._member_key_task = asyncio.create_task(self._issue_member_key())
 
     async def stop(self) -> None:
         """Hand leadership over first, so a planned stop costs no election timeout."""
@@ -199,6 +210,8 @@ class Node:
             self._bootstrap_task.cancel()
         if self._watch_task is not None:
             self._watch_task.cancel()
+        if self._member_key_task is not None:
+            self._member_key_task.cancel()
         await self.health.stop()
         leading = self.replicator.is_leader()
         await self.coordinator.stop()
@@ -251,6 +264,36 @@ class Node:
                     pass
             await asyncio.sleep(0.2)
 
+    async def _issue_member_key(self) -> None:
+        """The first member key, issued once by whichever node leads first (``only_if_none``:
+        a second issue, after a leader change, changes nothing)."""
+        while not self.member_auth.has_key():
+            if self.replicator.is_leader():
+                try:
+                    await self.replicator.submit(self._member_key_command(only_if_none=True), 2.0)
+                    continue
+                except CfsError:
+                    pass
+            await asyncio.sleep(0.2)
+
+    async def rotate_member_key(self) -> engine.SigningKey:
+        """A new member key signs from now on; the previous one verifies for OVERLAP seconds."""
+        command = self._member_key_command(only_if_none=False)
+        await self.submit(command)
+        log.info("Member key rotated: %s signs from now on.", command.kid)
+        return self.replicator.state.member_keys[-1]
+
+    def _member_key_command(self, only_if_none: bool) -> engine.RotateMemberKey:
+        kid, secret = new_member_key()
+        return engine.RotateMemberKey(
+            request_id=f"member-key:{kid}",
+            kid=kid,
+            secret=secret,
+            time=int(time.time()),
+            retain=OVERLAP,
+            only_if_none=only_if_none,
+        )
+
     # ----------------------------------------------------------------- services
 
     async def submit(self, command: engine.Command) -> engine.Result:
@@ -278,10 +321,7 @@ class Node:
         return answer
 
     async def _answer_heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
-        if self.heartbeat_limiter.enabled:
-            group = self.replicator.state.groups.get(report.group_id)
-            pending = group is not None and group.pending == report.session_id
-            self.heartbeat_limiter.check(report.group_id, report.session_id, pending)
+        self._limit(report)
         if self.coordinator.can_decide():
             return await self.coordinator.heartbeat(report)
         if not self.replicator.leader_connected():
@@ -289,6 +329,18 @@ class Node:
             # another node at once instead of waiting for a relay that cannot connect.
             raise Unavailable("This node has no connection to a Raft leader.", retry_after=0.5)
         return await self.relay.heartbeat(report)
+
+    async def answer_relayed(self, report: HeartbeatReport) -> HeartbeatAnswer:
+        """A heartbeat a follower relayed: the leader's rate limit applies too, so spreading
+        one session's heartbeats over several nodes does not multiply its allowance."""
+        self._limit(report)
+        return await self.coordinator.heartbeat(report)
+
+    def _limit(self, report: HeartbeatReport) -> None:
+        if self.heartbeat_limiter.enabled:
+            group = self.replicator.state.groups.get(report.group_id)
+            pending = group is not None and group.pending == report.session_id
+            self.heartbeat_limiter.check(report.group_id, report.session_id, pending)
 
     def is_ready(self) -> tuple[bool, str]:
         """Ready = a leader is known, this node is caught up with it, and its API is published."""
@@ -319,6 +371,12 @@ class Node:
             return False, f"catching up (applied {applied} of {commit})"
         if self.settings.node_id not in self.replicator.state.members:
             return False, "member address not yet published"
+        if not self.replicator.is_leader():
+            # Followers answer heartbeats through the leader: if it refuses this node's
+            # certificate check or signature, or cannot be connected to, send adapters elsewhere.
+            reachable, why = self.relay.leader_reachable()
+            if not reachable:
+                return reachable, why
         if problem is not None:
             return True, f"ready, but writes are refused: {problem}"
         return True, "ready"

@@ -1,50 +1,57 @@
-"""Follower -> leader relay for leader-only work (heartbeats, read confirmations).
+"""Follower -> leader calls: the heartbeat relay, read confirmations, forwarded administrator
+requests, probes.
 
 Heartbeats arriving at a follower are coalesced for ``linger`` seconds into one batch and
 posted to the leader's internal endpoint over a kept-alive connection. A batch that hits a
 leader change is retried once against the new leader; heartbeats are idempotent (they only
 refresh liveness), so a retry is safe.
+
+Every request to the leader goes through ``Relay.request_leader``: signed with the member key
+(memberauth.py), never with an end user's credentials, over HTTPS that trusts the members'
+published certificates or the members' CA only (tls.py). Its outcome is kept, so ``/readyz``
+of a follower that cannot reach its leader (a refused certificate, a refused signature, no
+connection) answers 503 without a request of its own; an idle follower probes once a second.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import json
 import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from cfs_cluster.cluster.replication import Replicator
-from cfs_cluster.errors import CfsError, NotFound, TooManyRequests, Unavailable
-from cfs_cluster.protocol.heartbeat import READ_PATH, RELAY_PATH, HeartbeatAnswer, HeartbeatReport
+from cfs_cluster.engine import Member
+from cfs_cluster.errors import BadRequest, CfsError, NotFound, TooManyRequests, Unavailable
+from cfs_cluster.protocol.heartbeat import (
+    INTERNAL_PATHS,
+    PING_PATH,
+    READ_PATH,
+    RELAY_PATH,
+    HeartbeatAnswer,
+    HeartbeatReport,
+)
 from cfs_cluster.protocol.wire import ClientRole
-from cfs_cluster.security.tls import trust_context
+from cfs_cluster.security.memberauth import MEMBER_HEADER, Caller, MemberAuth, is_internal
+from cfs_cluster.security.tls import member_trust_context
 
-__all__ = ["FORWARDED_HEADER", "READ_PATH", "RELAY_HEADER", "RELAY_PATH", "Relay", "relay_token"]
+__all__ = ["INTERNAL_PATHS", "PING_PATH", "READ_PATH", "RELAY_PATH", "Relay"]
 
 log = logging.getLogger("cfs.forwarding")
 
-RELAY_HEADER = "x-cfs-relay"
 MAX_BATCH = 512
 MAX_IN_FLIGHT = 4  # relay batches outstanding at once (each on its own kept-alive connection)
-_ERRORS: dict[int, type[CfsError]] = {404: NotFound, 429: TooManyRequests}
-
-
-def relay_token(raft_password: str | None) -> str:
-    """The shared secret followers present to the leader's internal endpoint."""
-    key = (raft_password or "cfs-dev-cluster").encode()
-    return hmac.new(key, b"cfs-relay-v1", hashlib.sha256).hexdigest()
+PROBE_AFTER = 1.0  # seconds without news of the leader's reachability before probing it
+_ERRORS: dict[int, type[CfsError]] = {400: BadRequest, 404: NotFound, 429: TooManyRequests}
 
 
 def encode_report(r: HeartbeatReport) -> list[Any]:
     return [r.group_id, r.session_id, r.score, r.last_data_processed, r.heartbeat_time]
-
-
-def decode_report(item: list[Any]) -> HeartbeatReport:
-    group_id, session_id, score, ldpt, hb_time = item
-    return HeartbeatReport(str(group_id), str(session_id), float(score), ldpt, hb_time)
 
 
 def encode_answer(a: HeartbeatAnswer) -> list[Any]:
@@ -56,15 +63,30 @@ def decode_answer(item: list[Any]) -> HeartbeatAnswer:
     return HeartbeatAnswer(ClientRole(role), int(ldpt), int(epoch), int(valid_for), int(timeout))
 
 
-FORWARDED_HEADER = "X-CFS-Forwarded"
+@dataclass(frozen=True)
+class _Outcome:
+    """The last definite answer to "can this node reach its leader?"."""
+
+    leader: str  # the leader's API URL it was about
+    ok: bool
+    reason: str
+    at: float  # monotonic
 
 
 class Relay:
-    def __init__(self, replicator: Replicator, token: str, linger: float, timeout: float) -> None:
+    def __init__(
+        self,
+        replicator: Replicator,
+        member_auth: MemberAuth,
+        linger: float,
+        timeout: float,
+        peer_ca: Path | None = None,
+    ) -> None:
         self._replicator = replicator
-        self._token = token
+        self._auth = member_auth
         self._linger = linger
         self._timeout = timeout
+        self._peer_ca = peer_ca
         self._queue: list[tuple[HeartbeatReport, asyncio.Future[HeartbeatAnswer]]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._trusted: tuple[str, ...] = ()
@@ -72,6 +94,8 @@ class Relay:
         self._retired: list[httpx.AsyncClient] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
+        self._outcome: _Outcome | None = None
+        self._probing = False
         self.relayed = 0
 
     async def close(self) -> None:
@@ -83,7 +107,7 @@ class Relay:
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self._timeout, connect=min(1.0, self._timeout)),
             limits=httpx.Limits(max_keepalive_connections=8),
-            verify=trust_context(self._trusted),
+            verify=member_trust_context(self._trusted, self._peer_ca),
         )
 
     def _current_client(self) -> httpx.AsyncClient:
@@ -158,9 +182,10 @@ class Relay:
                 future.set_result(decode_answer(result["ok"]))
             else:
                 error_type = _ERRORS.get(int(result.get("status", 503)), Unavailable)
-                future.set_exception(
-                    error_type(str(result.get("reason", "relay failed")), retry_after=1)
-                )
+                reason = str(result.get("reason", "relay failed"))
+                wait = result.get("retry_after")
+                retry_after = float(wait) if isinstance(wait, int | float) else 1.0
+                future.set_exception(error_type(reason, retry_after=retry_after))
 
     async def _post(self, body: list[list[Any]]) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = await self.call_leader(RELAY_PATH, body)
@@ -171,18 +196,9 @@ class Relay:
         return results
 
     async def call_leader(self, path: str, payload: Any) -> Any:
-        """POST ``payload`` to the leader's internal endpoint ``path`` (under ``/_cluster/``),
-        authenticated as a member; the decoded JSON answer. Every follower -> leader call of
-        the cluster's own goes through here."""
-        url = self._leader_url()
-        try:
-            response = await self._current_client().post(
-                url + path, json=payload, headers={RELAY_HEADER: self._token}
-            )
-        except httpx.HTTPError as exc:
-            raise Unavailable(
-                f"Could not reach the leader at {url}: {exc}", retry_after=0.5
-            ) from exc
+        """POST ``payload`` to the leader's internal endpoint ``path`` (under ``/_cluster/``);
+        the decoded JSON answer of a 200, else Unavailable."""
+        response = await self.request_leader("POST", path, json.dumps(payload).encode())
         if response.status_code != 200:
             raise Unavailable(
                 f"The leader answered {response.status_code} to {path}.", retry_after=0.5
@@ -194,30 +210,96 @@ class Relay:
                 f"The leader's answer to {path} is not JSON.", retry_after=0.5
             ) from exc
 
-    async def forward(
+    async def request_leader(
         self,
         method: str,
         path: str,
-        body: bytes,
-        authorization: str | None,
-        timeout: float = 30.0,
+        body: bytes = b"",
+        caller: Caller | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
-        """Send an administrator's request on to the leader with the caller's own credentials
-        (the leader authenticates it again), marked so the leader never forwards it further."""
-        url = self._leader_url()
-        headers = {FORWARDED_HEADER: "1", "content-type": "application/json"}
-        if authorization:
-            headers["authorization"] = authorization
+        """The one way this node sends a request to another member: to the leader, signed
+        for it with the member key (memberauth.py). ``caller`` is
+        who a forwarded request speaks for (the leader checks that role, and never sees the
+        caller's credentials). ``path`` is signed as given: a query must already be
+        percent-encoded. Any answer is returned; no answer is Unavailable."""
+        leader = self._leader()
         try:
-            return await self._current_client().request(
-                method, url + path, content=body, headers=headers, timeout=timeout
+            signature = self._auth.sign(method, path, body, leader.node_id, caller)
+        except Unavailable as exc:
+            self._note(leader.api_url, False, exc.reason)
+            raise
+        headers = {MEMBER_HEADER: signature, "content-type": "application/json"}
+        try:
+            response = await self._current_client().request(
+                method,
+                leader.api_url + path,
+                content=body,
+                headers=headers,
+                timeout=self._timeout if timeout is None else timeout,
             )
         except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                self._note(leader.api_url, False, _connect_failure(exc))
             raise Unavailable(
-                f"Could not reach the leader at {url}: {exc}", retry_after=0.5
+                f"Could not reach the leader at {leader.api_url}: {exc}", retry_after=0.5
             ) from exc
+        if is_internal(path) and response.status_code not in (200, 503):
+            # 401: the leader refused the signature; 404: it does not serve the internal
+            # route (a release without it, mid-upgrade). 503 is an election, not the relay.
+            why = f"the leader answered {response.status_code} to {method} {path}"
+            self._note(leader.api_url, False, why)
+        else:
+            self._note(leader.api_url, True, "ready")
+        return response
 
-    def _leader_url(self) -> str:
+    # ----------------------------------------------------------------- reachability
+
+    def _note(self, leader: str, ok: bool, reason: str) -> None:
+        before = self._outcome
+        if before is not None and not before.ok and ok:
+            log.info("The leader at %s is reachable again.", leader)
+        elif not ok and (before is None or before.ok or before.reason != reason):
+            log.warning("Cannot relay to the leader at %s: %s", leader, reason)
+        self._outcome = _Outcome(leader, ok, reason, time.monotonic())
+
+    def leader_reachable(self) -> tuple[bool, str]:
+        """Whether the last definite outcome of a call to the current leader was a success;
+        unknown (not called yet, or the leader changed) counts as not reachable."""
+        try:
+            leader = self._leader()
+        except Unavailable as exc:
+            return False, exc.reason
+        outcome = self._outcome
+        if outcome is None or outcome.leader != leader.api_url:
+            return False, f"the relay to the leader at {leader.api_url} is not checked yet"
+        if not outcome.ok:
+            return False, f"cannot relay to the leader at {leader.api_url}: {outcome.reason}"
+        return True, "ready"
+
+    def probe_due(self) -> bool:
+        """No call to the leader told anything for PROBE_AFTER seconds (or about this leader)."""
+        if self._probing:
+            return False
+        outcome = self._outcome
+        if outcome is None or time.monotonic() - outcome.at >= PROBE_AFTER:
+            return True
+        try:
+            return self._leader().api_url != outcome.leader
+        except Unavailable:
+            return False
+
+    async def probe(self) -> None:
+        """One signed request to the leader's ping endpoint, for its outcome only."""
+        self._probing = True
+        try:
+            await self.request_leader("GET", PING_PATH, timeout=min(1.0, self._timeout))
+        except CfsError:
+            pass  # noted by request_leader
+        finally:
+            self._probing = False
+
+    def _leader(self) -> Member:
         leader = self._replicator.leader_address()
         if leader is None:
             raise Unavailable(
@@ -227,7 +309,7 @@ class Relay:
             raise Unavailable("This node leads but has no current majority.", retry_after=0.5)
         for member in self._replicator.state.members.values():
             if member.raft == leader:
-                return member.api_url
+                return member
         raise Unavailable(
             f"The leader {leader} has not published its API address yet.", retry_after=0.5
         )
@@ -240,3 +322,13 @@ class Relay:
             now = self._replicator.leader_address()
             if now is not None and now != before:
                 return
+
+
+def _connect_failure(exc: httpx.HTTPError) -> str:
+    text = str(exc) or type(exc).__name__
+    if "CERTIFICATE" in text:
+        return (
+            f"{text} (the leader's certificate is not trusted: give every member the CA "
+            "with --peer-ca-file, or let them publish and pin their own certificates)"
+        )
+    return text

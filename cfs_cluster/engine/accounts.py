@@ -109,6 +109,13 @@ class RotateSigningKey(Command):
     only_if_none: bool = False
 
 
+@dataclass(frozen=True)
+class RotateMemberKey(RotateSigningKey):
+    """The same rotation for the members' internal channel key (``ClusterState.member_keys``):
+    the leader issues the first one (``only_if_none``); administrators rotate it, and the
+    retired key keeps verifying for ``retain`` seconds so no relay in flight is refused."""
+
+
 def _add_user(state: ClusterState, cmd: AddUser) -> Result:
     if cmd.if_no_users and state.users:
         return Result(Code.OK, "users exist; bootstrap skipped")
@@ -193,18 +200,33 @@ def _remove_client(state: ClusterState, cmd: RemoveClient) -> Result:
 
 
 def _rotate_signing_key(state: ClusterState, cmd: RotateSigningKey) -> Result:
-    keys = state.signing_keys
+    rotated = _rotated(state.signing_keys, cmd, "Signing key")
+    if isinstance(rotated, Result):
+        return rotated
+    state.signing_keys = rotated  # one assignment: readers see old or new
+    return Result(Code.CREATED)
+
+
+def _rotate_member_key(state: ClusterState, cmd: RotateMemberKey) -> Result:
+    rotated = _rotated(state.member_keys, cmd, "Member key")
+    if isinstance(rotated, Result):
+        return rotated
+    state.member_keys = rotated
+    return Result(Code.CREATED)
+
+
+def _rotated(keys: list[SigningKey], cmd: RotateSigningKey, what: str) -> list[SigningKey] | Result:
+    """The key list after ``cmd``, or the Result that leaves it unchanged."""
     if cmd.only_if_none and keys:
-        return Result(Code.OK, "a signing key exists")
+        return Result(Code.OK, f"{what} exists")
     if any(k.kid == cmd.kid for k in keys):
-        return Result(Code.CONFLICT, f"Signing key '{cmd.kid}' exists.")
+        return Result(Code.CONFLICT, f"{what} '{cmd.kid}' exists.")
     for key in keys:
         if key.retired_at is None:
             key.retired_at = cmd.time
     kept = [k for k in keys if k.retired_at is None or k.retired_at + cmd.retain > cmd.time]
     kept.append(SigningKey(cmd.kid, cmd.secret, cmd.time))
-    state.signing_keys = kept[-MAX_SIGNING_KEYS:]  # one assignment: readers see old or new
-    return Result(Code.CREATED)
+    return kept[-MAX_SIGNING_KEYS:]
 
 
 HANDLERS: Mapping[type[Command], Handler] = {
@@ -215,4 +237,5 @@ HANDLERS: Mapping[type[Command], Handler] = {
     UpdateClient: _update_client,
     RemoveClient: _remove_client,
     RotateSigningKey: _rotate_signing_key,
+    RotateMemberKey: _rotate_member_key,
 }

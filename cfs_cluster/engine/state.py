@@ -25,3 +25,5 @@ class ClusterState(Upgradable):
     # OAuth client credentials (the section at the end of this module; tokens.py).
     clients: dict[str, OAuthClient] = field(default_factory=dict)
     signing_keys: list[SigningKey] = field(default_factory=list)  # newest (the signer) last
+    # Keys of the members' internal channel (security/memberauth.py), newest (the signer) last.
+    member_keys: list[SigningKey] = field(default_factory=list)

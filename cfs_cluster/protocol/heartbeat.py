@@ -6,13 +6,24 @@ from dataclasses import dataclass
 
 from cfs_cluster.protocol.wire import ClientRole
 
-__all__ = ["READ_PATH", "RELAY_PATH", "HeartbeatAnswer", "HeartbeatReport"]
+__all__ = [
+    "INTERNAL_PATHS",
+    "PING_PATH",
+    "READ_PATH",
+    "RELAY_PATH",
+    "HeartbeatAnswer",
+    "HeartbeatReport",
+]
 
 # Where a follower posts batches of heartbeats to the leader (cluster/relay.py); public to auth,
 # because the relay checks its own token.
 RELAY_PATH = "/_cluster/heartbeats"
 # A follower's read barrier plus the leader's live liveness (cluster/reads.py).
 READ_PATH = "/_cluster/read"
+# A follower's probe of whether it can reach the leader at all (its /readyz follows it).
+PING_PATH = "/_cluster/ping"
+# The members' internal channel: every request is member-signed (security/memberauth.py).
+INTERNAL_PATHS = (RELAY_PATH, READ_PATH, PING_PATH)
 
 
 @dataclass(frozen=True)

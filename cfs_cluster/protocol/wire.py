@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from cfs_cluster.errors import BadRequest
 
 __all__ = [
+    "MAX_TICKS",
     "MIN_DATETIME_TEXT",
     "TICKS_PER_SECOND",
     "ClientRole",
@@ -40,7 +41,7 @@ TICKS_PER_SECOND = 10_000_000
 _TICKS_PER_DAY = 86_400 * TICKS_PER_SECOND
 # Ticks from 0001-01-01T00:00:00 to 1970-01-01T00:00:00 (the Unix epoch).
 _UNIX_EPOCH_TICKS = 621_355_968_000_000_000
-_MAX_TICKS = 3_155_378_975_999_999_999  # 9999-12-31T23:59:59.9999999
+MAX_TICKS = 3_155_378_975_999_999_999  # 9999-12-31T23:59:59.9999999
 # TimeSpan.MaxValue / MinValue in ticks (a .NET TimeSpan is a signed 64-bit tick count).
 _MAX_TIMESPAN_TICKS = 2**63 - 1
 _MIN_TIMESPAN_TICKS = -(2**63)
@@ -166,7 +167,7 @@ def parse_datetime(value: object, field: str) -> int:
             )
         offset_minutes = offset_hours * 60 + offset_mins
         ticks -= (1 if tz[0] == "+" else -1) * offset_minutes * 60 * TICKS_PER_SECOND
-    if not 0 <= ticks <= _MAX_TICKS:
+    if not 0 <= ticks <= MAX_TICKS:
         raise BadRequest(f"{field} '{value}' is out of range.", parameters={field: value})
     return ticks
 

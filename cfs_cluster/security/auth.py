@@ -40,7 +40,8 @@ from typing import TypeVar
 
 from cfs_cluster import engine
 from cfs_cluster.errors import BadRequest, CfsError, TooManyRequests, Unavailable
-from cfs_cluster.protocol.heartbeat import READ_PATH, RELAY_PATH
+from cfs_cluster.protocol.heartbeat import INTERNAL_PATHS
+from cfs_cluster.security.memberauth import Caller
 from cfs_cluster.security.tokens import InvalidToken, Principal, TokenService
 from cfs_cluster.settings import SecuritySettings
 
@@ -178,7 +179,7 @@ def parse_role(value: object) -> str:
 
 # --------------------------------------------------------------------------- roles
 
-_PUBLIC = {"/healthz", "/readyz", RELAY_PATH, READ_PATH}  # the internal routes check a token
+_PUBLIC = {"/healthz", "/readyz", *INTERNAL_PATHS}  # internal: member-signed (memberauth.py)
 _GROUP = re.compile(r"^/api/v1/clientfailover/groups/[^/]+$")
 _ADMIN_PREFIXES = (
     "/api/v1/users",
@@ -404,19 +405,40 @@ class Authenticator:
         """The client address of an ASGI request (``scope["client"]``, ``scope["headers"]``)."""
         return self.client_address.of(str(peer[0]) if peer else "unknown", headers)
 
-    async def check(self, method: str, path: str, authorization: bytes | None, source: str) -> None:
-        """Return when the request may proceed; raise Unauthorized, Forbidden or TooManyRequests."""
+    async def check(
+        self, method: str, path: str, authorization: bytes | None, source: str
+    ) -> engine.User | Principal | None:
+        """Who may proceed (None: nobody was authenticated, as the node is open or the route
+        public); raise Unauthorized, Forbidden or TooManyRequests."""
         if not self.enabled():  # first: the open node's hot path pays one comparison
-            return
+            return None
         required = required_role(method, path)
         if required is None:
-            return
+            return None
         try:
             who = await self.authenticate(authorization, source)
             if not allows(who.role, required):
                 raise Forbidden(f"'{who.name}' is not in the {required} role.")
         except CfsError as exc:
             self.on_failure(_failure_reason(exc, authorization))
+            raise
+        return who
+
+    def check_vouched(self, method: str, path: str, caller: Caller | None) -> None:
+        """The decision of ``check`` for a request another member forwarded: on the role of
+        the caller that member authenticated (None = nobody), whose credentials stayed there."""
+        if not self.enabled():
+            return
+        required = required_role(method, path)
+        if required is None:
+            return
+        try:
+            if caller is None:
+                raise Unauthorized("No credentials were sent.")
+            if not allows(caller.role, required):
+                raise Forbidden(f"'{caller.name}' is not in the {required} role.")
+        except CfsError as exc:
+            self.on_failure(_failure_reason(exc, None))
             raise
 
     async def authenticate(

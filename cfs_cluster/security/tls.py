@@ -1,7 +1,13 @@
 """HTTPS for the API: a given certificate, or a self-signed one generated in the data directory.
 
 Like the commercial service (spec §8.2) the self-signed certificate is made once, at first
-start, valid for years, with the node's names as SANs; it is reused on later starts.
+start, valid for years, with the node's names as SANs; it is reused on later starts. It is a
+leaf (CA:FALSE): trusting it can never mean trusting a certificate it signed.
+
+Members calling each other (forwarding.py) trust either the members' CA (``--peer-ca-file``,
+like etcd's ``--peer-trusted-ca-file``) or exactly the leaf certificates the members published
+in the replicated member table — never the system trust store, which would let any public CA
+vouch for a member.
 """
 
 from __future__ import annotations
@@ -18,19 +24,21 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cfs_cluster.errors import BadRequest
 from cfs_cluster.settings import Settings
 
 __all__ = [
     "certificate_files",
     "certificate_status",
+    "check_peer_ca",
     "configured_certificate",
     "expiry",
     "expiry_warning",
     "generate_self_signed",
+    "member_trust_context",
     "published_certificate",
-    "trust_context",
 ]
 
 log = logging.getLogger("cfs.tls")
@@ -80,16 +88,58 @@ def published_certificate(settings: Settings) -> str:
         return ""
 
 
-def trust_context(certificates: tuple[str, ...]) -> ssl.SSLContext:
-    """The system trust store plus the members' published certificates (self-signed ones
-    are their own issuer, so trusting the certificate itself is exact pinning)."""
-    context = ssl.create_default_context()
-    for pem in certificates:
+def member_trust_context(published: tuple[str, ...], peer_ca: Path | None) -> ssl.SSLContext:
+    """What a member trusts when it calls another: the members' CA when one is configured,
+    else exactly the published leaf certificates (the first certificate of each PEM, refused
+    if it is a CA), each a trust anchor of its own. Host names are checked either way."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, checks host names, no store
+    if peer_ca is not None:
         try:
-            context.load_verify_locations(cadata=pem)
-        except (ssl.SSLError, ValueError) as exc:
-            log.warning("A member published an unusable certificate: %s", exc)
+            context.load_verify_locations(cafile=str(peer_ca))
+        except (OSError, ssl.SSLError) as exc:
+            log.error("Cannot load the members' CA %s: %s", peer_ca, exc)
+        return context
+    # A pinned certificate is an anchor by itself, also when a CA issued it.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    for pem in published:
+        leaf = _pinnable(pem)
+        if leaf is not None:
+            context.load_verify_locations(cadata=leaf)
     return context
+
+
+def _pinnable(pem: str) -> str | None:
+    """The leaf of a published PEM, unless it is a CA (which would vouch for others)."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        log.warning("A member published an unusable certificate: %s", exc)
+        return None
+    if _is_ca(cert):
+        log.warning(
+            "Not pinning the member certificate %s: it is a CA certificate (CA:TRUE).",
+            cert.subject.rfc4514_string(),
+        )
+        return None
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def check_peer_ca(settings: Settings) -> None:
+    """Refuse to start with a members' CA file that holds no usable certificate."""
+    path = settings.security.peer_ca_file
+    if path is None:
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise BadRequest(f"--peer-ca-file {path}: not a readable PEM CA file ({exc}).") from exc
 
 
 def certificate_files(settings: Settings) -> tuple[Path, Path] | None:
@@ -103,6 +153,13 @@ def certificate_files(settings: Settings) -> tuple[Path, Path] | None:
         if not pair[0].exists() or not pair[1].exists():
             generate_self_signed(pair[0], pair[1], node_names(settings))
             log.info("Generated a self-signed certificate %s", pair[0])
+        elif _is_ca(x509.load_pem_x509_certificate(pair[0].read_bytes())):
+            generate_self_signed(pair[0], pair[1], node_names(settings))
+            log.warning(
+                "Replaced the self-signed certificate %s: it was a CA certificate (made by an "
+                "earlier release); clients that pinned it must trust the new one.",
+                pair[0],
+            )
     else:
         return None
     warning = expiry_warning(pair[0])
@@ -119,6 +176,19 @@ def node_names(settings: Settings) -> list[str]:
     return list(dict.fromkeys(n for n in names if n and n != "0.0.0.0"))
 
 
+_LEAF_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    key_agreement=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
 def generate_self_signed(cert_path: Path, key_path: Path, names: list[str]) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
@@ -132,7 +202,14 @@ def generate_self_signed(cert_path: Path, key_path: Path, names: list[str]) -> N
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=365 * SELF_SIGNED_YEARS))
         .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_LEAF_USAGE, critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path.parent.mkdir(parents=True, exist_ok=True)
