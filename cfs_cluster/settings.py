@@ -233,15 +233,15 @@ class Settings:
             raise BadRequest("--max-groups and --max-sessions-per-group must be >= 0.")
         if not 0.1 <= self.health_interval <= 86_400:
             raise BadRequest("--health-interval must be between 0.1 and 86400 seconds.")
+        if self.raft_address in self.peers:
+            raise BadRequest("--peers must list the *other* members, not this node's --raft.")
+        self._check_exposure()  # first of the address checks: the one that protects the node
         if self.api_host in WILDCARD_HOSTS and not self.advertise_url:
             raise BadRequest(
                 f"--api {self.api_host or '*'}:{self.api_port} listens on every interface, so "
                 "the URL other members and clients reach this node at cannot be guessed: give "
                 "--advertise-url (CFS_ADVERTISE_URL), e.g. http://10.0.0.11:5590."
             )
-        if self.raft_address in self.peers:
-            raise BadRequest("--peers must list the *other* members, not this node's --raft.")
-        self._check_exposure()
 
     def _check_exposure(self) -> None:
         """Refuse, before anything binds, a node that would be reachable beyond this machine
