@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from fastapi.routing import iter_route_contexts
 from starlette.types import ASGIApp
 
 from .. import __version__
+from ..auth import ROUTE_ROLES
 from ..errors import CfsError
-from ..forwarding import RELAY_PATH
 from ..node import Node
 from ..tokens import TokenService
 from . import (
@@ -26,7 +28,8 @@ from . import (
     users,
 )
 from .errors import install_error_handlers, render
-from .frontdoor import FrontDoor
+from .frontdoor import HEARTBEAT, FrontDoor
+from .routes import RouteTable
 
 __all__ = ["create_app"]
 
@@ -72,9 +75,26 @@ def create_app(node: Node) -> ASGIApp:
     app.include_router(identity.router)
     app.include_router(identity.admin_router)
 
-    def templates() -> list[str]:
-        # Included routers are nested objects in current FastAPI; the OpenAPI document lists
-        # every public path template with its prefix already applied.
-        return [*app.openapi()["paths"].keys(), RELAY_PATH]
+    return FrontDoor(app, node, served_routes(app))
 
-    return FrontDoor(app, node, templates)
+
+def served_routes(app: FastAPI) -> RouteTable:
+    """The routes ``app`` serves; refused unless each has exactly its row in auth.ROUTE_ROLES.
+
+    A route added without deciding its role, or a row left behind by a removed route, stops
+    the node here rather than being served with a guessed role."""
+    served = [
+        (method, context.path)
+        for context in iter_route_contexts(app.routes)  # included routers are nested objects
+        if context.path is not None  # a route without a path or methods is never reached
+        for method in context.methods or ()
+    ]
+    decided = Counter((method, template) for method, template, _ in ROUTE_ROLES)
+    if decided != Counter(served):
+        missing = sorted(set(served) - set(decided))
+        stale = sorted(set(decided) - set(served))
+        twice = sorted(route for route, rows in decided.items() if rows > 1)
+        raise RuntimeError(
+            f"auth.ROUTE_ROLES: no row for {missing}; no route for {stale}; twice: {twice}."
+        )
+    return RouteTable(served, first=HEARTBEAT)

@@ -1,42 +1,44 @@
 """The raw ASGI front door, in front of FastAPI.
 
-- Heartbeats take a lean path: one regex, one JSON parse, one call into the node. FastAPI's
-  routing and validation would cost ~4x on this tiny request (design.md); the FastAPI route of
-  the same path still exists, so OpenAPI documents it.
-- Every other path is matched case-insensitively against the app's route templates, with an
-  optional trailing slash, and rewritten to the canonical path: answered, never redirected
-  (spec §10 items 1 and 2). Ids keep their own casing.
+- Every request's path is read once as a route of the app (api/routes.py): ASCII
+  case-insensitive with an optional trailing slash, answered, never redirected (spec §10 items
+  1 and 2); ids keep their own casing. A path that names no route is 404 and a route with
+  another method 405, both before credentials are looked at.
+- The role is decided on that route (auth.ROUTE_ROLES); FastAPI then gets the route's
+  canonical path, so it runs the route the decision was made for.
+- Heartbeats take a lean path: the same route match and role check, one JSON parse, one call
+  into the node. FastAPI's routing and validation would cost ~4x on this tiny request
+  (design.md); the FastAPI route of the same path still exists, so OpenAPI documents it.
 - Bodies larger than the limit are refused with 413 before they are read in full.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth import refusal_headers
-from ..errors import CfsError, PayloadTooLarge
+from ..errors import CfsError, MethodNotAllowed, NotFound, PayloadTooLarge
 from ..liveness import HeartbeatReport
 from ..models import HeartbeatBody, check_id, heartbeat_payload, load_json
 from ..node import Node
 from .errors import error_response_parts
+from .routes import RouteTable
 
-__all__ = ["FrontDoor"]
+__all__ = ["HEARTBEAT", "FrontDoor"]
 
-HEARTBEAT_PATH = re.compile(
-    r"^/api/v1/clientfailover/groups/([^/]+)/clientsessions/([^/]+)/heartbeat/?$", re.IGNORECASE
-)
+HEARTBEAT = "/api/v1/clientfailover/groups/{group_id}/clientsessions/{session_id}/heartbeat"
 _JSON_HEADERS = [(b"content-type", b"application/json; charset=utf-8")]
 
 
 class FrontDoor:
-    def __init__(self, app: ASGIApp, node: Node, routes: Callable[[], list[str]]) -> None:
+    def __init__(self, app: ASGIApp, node: Node, routes: RouteTable) -> None:
         self.app = app
         self.node = node
-        self._routes = routes
-        self._templates: list[tuple[re.Pattern[str], list[str]]] | None = None
+        self.routes = routes
+        self._heartbeat_route = routes.route(HEARTBEAT)
         self.max_body = node.settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -49,33 +51,29 @@ class FrontDoor:
                 send, PayloadTooLarge(f"The body has {length} bytes; the limit is {self.max_body}.")
             )
             return
-        path: str = scope["path"]
+        match = self.routes.match(_raw_path(scope))
+        method: str = scope["method"]
+        if match is None:
+            await _send_error(send, NotFound("No resource exists at this path."))
+            return
+        if method not in match.route.methods:
+            allow = ", ".join(sorted(match.route.methods))
+            refusal = f"The method is not allowed here; allowed: {allow}."
+            await _send_error(send, MethodNotAllowed(refusal, parameters={"allow": allow}))
+            return
         try:  # the one place authentication and roles are enforced (auth.py)
             await self.node.auth.check(
-                scope["method"], path, _header(scope, b"authorization"), _source(scope)
+                method, match.route.template, _header(scope, b"authorization"), _source(scope)
             )
         except CfsError as exc:
             await _send_error(send, exc, refusal_headers(exc))
             return
-        if scope["method"] == "POST":
-            match = HEARTBEAT_PATH.match(path)
-            if match is not None:
-                await self._heartbeat(match[1], match[2], receive, send)
-                return
-        scope = dict(scope, path=self._canonical(path))
+        if match.route is self._heartbeat_route:
+            group_id, session_id = match.params
+            await self._heartbeat(group_id, session_id, receive, send)
+            return
+        scope = dict(scope, path=match.path, raw_path=match.raw_path)
         await self.app(scope, _limited(receive, self.max_body), send)
-
-    # ----------------------------------------------------------------- routing
-
-    def _canonical(self, path: str) -> str:
-        if self._templates is None:
-            self._templates = _compile(self._routes())
-        for pattern, parts in self._templates:
-            match = pattern.match(path)
-            if match is not None:
-                values = iter(match.groups())
-                return "/".join(next(values) if p is None else p for p in parts)
-        return path
 
     # ----------------------------------------------------------------- heartbeat
 
@@ -101,24 +99,6 @@ class FrontDoor:
         headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-
-
-def _compile(routes: list[str]) -> list[tuple[re.Pattern[str], list[str]]]:
-    """Turn each path template '/api/v1/x/{id}/y' into a case-insensitive regex and a rebuild recipe."""
-    templates = []
-    for path in routes:
-        parts: list[str | None] = []
-        regex = []
-        for segment in path.split("/"):
-            if segment.startswith("{") and segment.endswith("}"):
-                parts.append(None)
-                regex.append("([^/]+)")
-            else:
-                parts.append(segment)
-                regex.append(re.escape(segment))
-        pattern = re.compile("^" + "/".join(regex) + "/?$", re.IGNORECASE)
-        templates.append((pattern, parts))
-    return templates  # type: ignore[return-value]
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -159,6 +139,12 @@ def _limited(receive: Receive, limit: int) -> Receive:
         return message
 
     return wrapped
+
+
+def _raw_path(scope: Scope) -> bytes:
+    """The path as sent; a server may leave out ``raw_path`` (ASGI), then it is re-encoded."""
+    raw: bytes | None = scope.get("raw_path")
+    return raw if raw is not None else quote(scope["path"]).encode("ascii")
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:
