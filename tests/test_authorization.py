@@ -350,7 +350,7 @@ def _fullwidth(text: str) -> str:
 
 
 def _long_s(text: str) -> str:
-    """``text`` with its first letter replaced by ſ in lower-case hex (or appended)."""
+    """``text`` with its first s replaced by ſ, in lower-case hex (appended if it has none)."""
     return text.replace("s", "%c5%bf", 1) if "s" in text else text + "%c5%bf"
 
 
@@ -593,7 +593,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Node, Any, httpx.AsyncCl
 
 async def populate(client: httpx.AsyncClient) -> None:
     """The group, session and health endpoint the ids in IDS name."""
-    admin = {**basic(*ADMIN)}
+    admin = basic(*ADMIN)
     for url, body in (
         (G, {"Id": "g1", "FailoverTimeout": "00:05:00"}),
         (f"{G}/g1/clientsessions", {"Id": "s1"}),
