@@ -28,6 +28,7 @@ from support.nodes import (
 )
 
 from cfs_cluster import engine
+from cfs_cluster.api.routes import RouteTable
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import TooManyRequests
 from cfs_cluster.security import auth
@@ -67,7 +68,10 @@ def test_password_hash_roundtrip_and_salt() -> None:
     ],
 )
 def test_required_role(method: str, path: str, role: str | None) -> None:
-    assert auth.required_role(method, path) == role
+    routes = RouteTable((method, template) for method, template, _ in auth.ROUTE_ROLES)
+    match = routes.match(path.encode())
+    assert match is not None
+    assert auth.required_role(method, match.route.template) == role
 
 
 def test_user_commands_are_idempotent_and_protect_the_last_admin() -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from fastapi.routing import iter_route_contexts
 from fastapi_offline import FastAPIOffline
+from starlette.routing import Mount
 from starlette.types import ASGIApp
 
 from cfs_cluster import __version__
@@ -23,10 +26,11 @@ from cfs_cluster.api import (
     users,
 )
 from cfs_cluster.api.errors import install_error_handlers, render
-from cfs_cluster.api.frontdoor import FrontDoor
+from cfs_cluster.api.frontdoor import HEARTBEAT, FrontDoor
+from cfs_cluster.api.routes import RouteTable
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import CfsError
-from cfs_cluster.protocol.heartbeat import INTERNAL_PATHS
+from cfs_cluster.security.auth import ROUTE_ROLES
 from cfs_cluster.security.tokens import TokenService
 
 __all__ = ["create_app"]
@@ -78,9 +82,39 @@ def create_app(node: Node) -> ASGIApp:
     app.include_router(identity.router)
     app.include_router(identity.admin_router)
 
-    def templates() -> list[str]:
-        # Included routers are nested objects in current FastAPI; the OpenAPI document lists
-        # every public path template with its prefix already applied.
-        return [*app.openapi()["paths"].keys(), *INTERNAL_PATHS]
+    return FrontDoor(app, node, served_routes(app))
 
-    return FrontDoor(app, node, templates)
+
+def served_routes(app: FastAPI) -> RouteTable:
+    """The routes ``app`` serves; refused unless each has exactly its row in auth.ROUTE_ROLES.
+
+    A route added without deciding its role, or a row left behind by a removed route, stops
+    the node here rather than being served with a guessed role."""
+    served = route_list(app)
+    decided = Counter((method, template) for method, template, _ in ROUTE_ROLES)
+    if decided != Counter(served):
+        missing = sorted(set(served) - set(decided))
+        stale = sorted(set(decided) - set(served))
+        twice = sorted(route for route, rows in decided.items() if rows > 1)
+        raise RuntimeError(
+            f"auth.ROUTE_ROLES: no row for {missing}; no route for {stale}; twice: {twice}."
+        )
+    return RouteTable(served, first=HEARTBEAT)
+
+
+def route_list(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path template) ``app`` answers."""
+    served = [
+        (method, context.path)
+        for context in iter_route_contexts(app.routes)  # included routers are nested objects
+        if context.path is not None  # a route without a path or methods is never reached
+        for method in context.methods or ()
+    ]
+    # A mount of static files (the offline API docs' assets) serves one file name below it.
+    served += [
+        (method, f"{route.path}/{{file}}")
+        for route in app.routes
+        if isinstance(route, Mount)
+        for method in ("GET", "HEAD")
+    ]
+    return served

@@ -1,48 +1,54 @@
 """The raw ASGI front door, in front of FastAPI.
 
-- Heartbeats take a lean path: one regex, one JSON parse, one call into the node. FastAPI's
-  routing and validation would cost ~4x on this tiny request (design.md); the FastAPI route of
-  the same path still exists, so OpenAPI documents it.
-- Every other path is matched case-insensitively against the app's route templates, with an
-  optional trailing slash, and rewritten to the canonical path: answered, never redirected
-  (spec §10 items 1 and 2). Ids keep their own casing.
+- Every request's path is read once as a route of the app (api/routes.py): ASCII
+  case-insensitive with an optional trailing slash, answered, never redirected (spec §10 items
+  1 and 2); ids keep their own casing. A path that names no route is 404 and a route with
+  another method 405, both before credentials are looked at.
+- The role is decided on that route (security/auth.ROUTE_ROLES); FastAPI then gets the
+  route's canonical path, so it runs the route the decision was made for.
+- A route of the members' internal channel (``/_cluster/…``), or a request that says it comes
+  from a member (``X-CFS-Member``), is served only if its member signature verifies
+  (security/memberauth.py); a forwarded request is then authorized on the role of the caller
+  the forwarding member authenticated, never on credentials of its own.
+- Reads of replicated state (GET) first pass a read barrier (cluster/reads.py) unless
+  ``?stale=true``; the view they may answer from travels in the request state
+  (``api.requests.READ_VIEW``).
+- Heartbeats take a lean path: the same route match and role check, one JSON parse, one call
+  into the node. FastAPI's routing and validation would cost ~4x on this tiny request
+  (design.md); the FastAPI route of the same path still exists, so OpenAPI documents it.
 - Bodies larger than the limit are refused with 413 before they are read in full.
-- Reads of replicated state (GET) first pass a read barrier (reads.py) unless ``?stale=true``;
-  the view they may answer from travels in the request state (``api.requests.read_view``).
-- A request under ``/_cluster/`` (any spelling), or one that says it comes from a member
-  (``X-CFS-Member``), is served only if its member signature verifies (memberauth.py); a
-  forwarded request is then authorized on the role of the caller the forwarding member
-  authenticated, never on credentials of its own.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cfs_cluster.api.errors import error_response_parts
 from cfs_cluster.api.models import HeartbeatBody, check_id, heartbeat_payload
 from cfs_cluster.api.requests import CALLER, FROM_MEMBER, READ_VIEW
+from cfs_cluster.api.routes import Match, RouteTable
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.cluster.reads import ReadView, parse_stale
 from cfs_cluster.engine import User
-from cfs_cluster.errors import CfsError, PayloadTooLarge
+from cfs_cluster.errors import CfsError, MethodNotAllowed, NotFound, PayloadTooLarge
 from cfs_cluster.protocol.bodies import load_json
 from cfs_cluster.protocol.heartbeat import HeartbeatReport
-from cfs_cluster.security.auth import refusal_headers
-from cfs_cluster.security.memberauth import MEMBER_HEADER, Caller, is_internal
+from cfs_cluster.security.auth import MEMBERS, refusal_headers, required_role
+from cfs_cluster.security.memberauth import MEMBER_HEADER, Caller
 from cfs_cluster.security.tokens import Principal
 
-__all__ = ["FrontDoor"]
+__all__ = ["HEARTBEAT", "FrontDoor"]
 
-HEARTBEAT_PATH = re.compile(
-    r"^/api/v1/clientfailover/groups/([^/]+)/clientsessions/([^/]+)/heartbeat/?$", re.IGNORECASE
-)
+_GROUP = "/api/v1/clientfailover/groups/{group_id}"
+HEARTBEAT = _GROUP + "/clientsessions/{session_id}/heartbeat"
 _JSON_HEADERS = [(b"content-type", b"application/json; charset=utf-8")]
-# GETs under these prefixes read replicated state and are linearizable by default; the rest
-# (health, readiness, metrics, cluster status, API docs, OAuth discovery) describe this node.
+_MEMBER_HEADER = MEMBER_HEADER.encode()
+# GETs of routes under these prefixes read replicated state and are linearizable by default;
+# the rest (health, readiness, metrics, cluster status, API docs, OAuth discovery) describe
+# this node.
 _CONSISTENT_PREFIXES = (
     "/api/v1/clientfailover",
     "/api/v1/users",
@@ -50,20 +56,23 @@ _CONSISTENT_PREFIXES = (
     "/api/v1/identity",
     "/api/v1/configuration",
 )
-# Views that show liveness, which only the deciding leader knows live.
-_LIVENESS_VIEW = re.compile(
-    r"^/api/v1/clientfailover/groups/([^/]+)/(?:status|clientsessions(?:/[^/]+)?)/?$",
-    re.IGNORECASE,
+# Views that show liveness, which only the deciding leader knows live: their first parameter
+# is the group whose liveness the read barrier fetches.
+_LIVENESS_VIEWS = frozenset(
+    {
+        _GROUP + "/status",
+        _GROUP + "/clientsessions",
+        _GROUP + "/clientsessions/{session_id}",
+    }
 )
-_MEMBER_HEADER = MEMBER_HEADER.encode()
 
 
 class FrontDoor:
-    def __init__(self, app: ASGIApp, node: Node, routes: Callable[[], list[str]]) -> None:
+    def __init__(self, app: ASGIApp, node: Node, routes: RouteTable) -> None:
         self.app = app
         self.node = node
-        self._routes = routes
-        self._templates: list[tuple[re.Pattern[str], list[str]]] | None = None
+        self.routes = routes
+        self._heartbeat_route = routes.route(HEARTBEAT)
         self.max_body = node.settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,78 +85,78 @@ class FrontDoor:
                 send, PayloadTooLarge(f"The body has {length} bytes; the limit is {self.max_body}.")
             )
             return
-        path: str = scope["path"]
+        match = self.routes.match(_raw_path(scope))
+        method: str = scope["method"]
+        if match is None:
+            await _send_error(send, NotFound("No resource exists at this path."))
+            return
+        if method not in match.route.methods:
+            allow = ", ".join(sorted(match.route.methods))
+            refusal = f"The method is not allowed here; allowed: {allow}."
+            await _send_error(send, MethodNotAllowed(refusal, parameters={"allow": allow}))
+            return
+        template = match.route.template
         signature = _header(scope, _MEMBER_HEADER)
-        if signature is not None or path.startswith("/_"):  # no case folding changes "/_"
-            canonical = self._canonical(path)
-            if signature is not None or is_internal(path) or is_internal(canonical):
-                await self._from_member(scope, receive, send, signature, canonical)
-                return
-        try:  # the one place authentication and roles are enforced (auth.py)
+        if signature is not None or required_role(method, template) == MEMBERS:
+            await self._from_member(scope, receive, send, signature, match)
+            return
+        try:  # the one place authentication and roles are enforced (security/auth.py)
             who = await self.node.auth.check(
-                scope["method"],
-                path,
+                method,
+                template,
                 _header(scope, b"authorization"),
                 self.node.auth.source_of(scope.get("client"), scope["headers"]),
             )
         except CfsError as exc:
             await _send_error(send, exc, refusal_headers(exc))
             return
-        method = scope["method"]
-        if method == "POST":
-            match = HEARTBEAT_PATH.match(path)
-            if match is not None:
-                await self._heartbeat(match[1], match[2], receive, send)
-                return
-        elif method in ("GET", "HEAD") and path.lower().startswith(_CONSISTENT_PREFIXES):
+        if match.route is self._heartbeat_route:
+            group_id, session_id = match.params
+            await self._heartbeat(group_id, session_id, receive, send)
+            return
+        state = {**(scope.get("state") or {}), CALLER: _caller(who)}
+        if _reads_state(method, template):
             try:
-                view = await self._read_view(path, scope.get("query_string", b""))
+                view = await self._read_view(match, scope.get("query_string", b""))
             except CfsError as exc:
                 await _send_error(send, exc)
                 return
-            scope = dict(scope, state={**(scope.get("state") or {}), READ_VIEW: view})
+            state[READ_VIEW] = view
             send = _with_headers(send, view.headers())
-        state = {**(scope.get("state") or {}), CALLER: _caller(who)}
-        scope = dict(scope, path=self._canonical(path), state=state)
+        scope = dict(scope, path=match.path, raw_path=match.raw_path, state=state)
         await self.app(scope, _limited(receive, self.max_body), send)
 
     async def _from_member(
-        self, scope: Scope, receive: Receive, send: Send, signature: bytes | None, path: str
+        self, scope: Scope, receive: Receive, send: Send, signature: bytes | None, match: Match
     ) -> None:
         """Serve a member-signed request, or refuse it (401/403) before the app sees it."""
         method: str = scope["method"]
+        template = match.route.template
         try:
             body = await _read_body(receive, self.max_body)
             query = bytes(scope.get("query_string") or b"").decode("latin-1")
-            target = f"{path}?{query}" if query else path
+            target = f"{match.path}?{query}" if query else match.path
             signed = self.node.member_auth.verify(method, target, body, signature)
-            if not is_internal(path):  # internal routes: the signature is the authorization
-                self.node.auth.check_vouched(method, path, signed.caller)
-            state = {**(scope.get("state") or {}), FROM_MEMBER: signed, CALLER: signed.caller}
-            if method in ("GET", "HEAD") and path.lower().startswith(_CONSISTENT_PREFIXES):
-                state[READ_VIEW] = await self._read_view(path, scope.get("query_string", b""))
+            if required_role(method, template) != MEMBERS:
+                # A forwarded request: the role of the caller the forwarding member vouches for.
+                self.node.auth.check_vouched(method, template, signed.caller)
+            state: dict[str, Any] = {
+                **(scope.get("state") or {}),
+                FROM_MEMBER: signed,
+                CALLER: signed.caller,
+            }
+            if _reads_state(method, template):
+                state[READ_VIEW] = await self._read_view(match, scope.get("query_string", b""))
         except CfsError as exc:
             await _send_error(send, exc, refusal_headers(exc))
             return
-        await self.app(dict(scope, path=path, state=state), _replayed(body, receive), send)
-
-    # ----------------------------------------------------------------- routing
-
-    def _canonical(self, path: str) -> str:
-        if self._templates is None:
-            self._templates = _compile(self._routes())
-        for pattern, parts in self._templates:
-            match = pattern.match(path)
-            if match is not None:
-                values = iter(match.groups())
-                return "/".join(next(values) if p is None else p for p in parts)
-        return path
+        scope = dict(scope, path=match.path, raw_path=match.raw_path, state=state)
+        await self.app(scope, _replayed(body, receive), send)
 
     # ----------------------------------------------------------------- reads
 
-    async def _read_view(self, path: str, query_string: bytes) -> ReadView:
-        match = _LIVENESS_VIEW.match(path)
-        groups = [match[1]] if match is not None else []
+    async def _read_view(self, match: Match, query_string: bytes) -> ReadView:
+        groups = [match.params[0]] if match.route.template in _LIVENESS_VIEWS else []
         if parse_stale(query_string):
             return self.node.reads.stale(groups)
         return await self.node.reads.consistent(groups)
@@ -178,22 +187,8 @@ class FrontDoor:
         await send({"type": "http.response.body", "body": payload})
 
 
-def _compile(routes: list[str]) -> list[tuple[re.Pattern[str], list[str]]]:
-    """Turn each path template '/api/v1/x/{id}/y' into a case-insensitive regex and a rebuild recipe."""
-    templates = []
-    for path in routes:
-        parts: list[str | None] = []
-        regex = []
-        for segment in path.split("/"):
-            if segment.startswith("{") and segment.endswith("}"):
-                parts.append(None)
-                regex.append("([^/]+)")
-            else:
-                parts.append(segment)
-                regex.append(re.escape(segment))
-        pattern = re.compile("^" + "/".join(regex) + "/?$", re.IGNORECASE)
-        templates.append((pattern, parts))
-    return templates  # type: ignore[return-value]
+def _reads_state(method: str, template: str) -> bool:
+    return method in ("GET", "HEAD") and template.startswith(_CONSISTENT_PREFIXES)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -222,6 +217,20 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _limited(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise PayloadTooLarge(f"The body is larger than {limit} bytes.")
+        return message
+
+    return wrapped
+
+
 def _replayed(body: bytes, receive: Receive) -> Receive:
     """``receive`` for a request whose body was read already: the body, then the connection."""
     delivered = False
@@ -240,20 +249,6 @@ def _caller(who: User | Principal | None) -> Caller | None:
     return None if who is None else Caller(who.name, who.role)
 
 
-def _limited(receive: Receive, limit: int) -> Receive:
-    seen = 0
-
-    async def wrapped() -> Message:
-        nonlocal seen
-        message = await receive()
-        seen += len(message.get("body", b""))
-        if seen > limit:
-            raise PayloadTooLarge(f"The body is larger than {limit} bytes.")
-        return message
-
-    return wrapped
-
-
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -261,6 +256,12 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
         await send(message)
 
     return wrapped
+
+
+def _raw_path(scope: Scope) -> bytes:
+    """The path as sent; a server may leave out ``raw_path`` (ASGI), then it is re-encoded."""
+    raw: bytes | None = scope.get("raw_path")
+    return raw if raw is not None else quote(scope["path"]).encode("ascii")
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:

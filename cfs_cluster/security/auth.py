@@ -1,7 +1,7 @@
 """Authentication and authorization of API requests (spec §8.1, docs/security.md).
 
 - HTTP Basic against the replicated user store; two roles, ``users`` (adapters) and
-  ``administrators``. ``required_role(method, path)`` is the one table of who may call what.
+  ``administrators``. ``ROUTE_ROLES`` is the one table of who may call which route.
 - Passwords are stored as scrypt hashes. Hashing happens on the receiving node *before* a
   command is replicated (apply must stay deterministic and cheap), and verification runs in a
   worker thread so a 50 ms hash never stalls the event loop.
@@ -31,7 +31,6 @@ import hashlib
 import hmac
 import ipaddress
 import os
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,13 +39,15 @@ from typing import TypeVar
 
 from cfs_cluster import engine
 from cfs_cluster.errors import BadRequest, CfsError, TooManyRequests, Unavailable
-from cfs_cluster.protocol.heartbeat import INTERNAL_PATHS
+from cfs_cluster.protocol.heartbeat import PING_PATH, READ_PATH, RELAY_PATH
 from cfs_cluster.security.memberauth import Caller
 from cfs_cluster.security.tokens import InvalidToken, Principal, TokenService
 from cfs_cluster.settings import SecuritySettings
 
 __all__ = [
     "ADMINISTRATORS",
+    "MEMBERS",
+    "ROUTE_ROLES",
     "USERS",
     "Authenticator",
     "Backoff",
@@ -179,34 +180,96 @@ def parse_role(value: object) -> str:
 
 # --------------------------------------------------------------------------- roles
 
-_PUBLIC = {"/healthz", "/readyz", *INTERNAL_PATHS}  # internal: member-signed (memberauth.py)
-_GROUP = re.compile(r"^/api/v1/clientfailover/groups/[^/]+$")
-_ADMIN_PREFIXES = (
-    "/api/v1/users",
-    "/api/v1/clients",
-    "/api/v1/identity",
-    "/api/v1/configuration",
-    "/api/v1/cluster/backup",
+_GROUP = "/api/v1/clientfailover/groups/{group_id}"
+_SESSION = _GROUP + "/clientsessions/{session_id}"
+_CONFIG = "/api/v1/configuration"
+_ANYONE = None  # public: no credentials needed
+# The members' internal channel: no user may call it; the front door serves these routes only
+# to a request whose member signature verifies (security/memberauth.py).
+MEMBERS = "members"
+
+# Who may call what: one row per route the app serves, (method, path template, role needed).
+# The front door reads a request's path as one of these routes (api/routes.py) and asks for
+# the role of that row; create_app refuses to start unless the rows and the app's routes are
+# the same set. docs/security.md "Authorization by route" is this table
+# (tests/test_authorization.py keeps them equal).
+ROUTE_ROLES: tuple[tuple[str, str, str | None], ...] = (
+    ("GET", "/healthz", _ANYONE),  # load balancers
+    ("GET", "/readyz", _ANYONE),
+    ("GET", "/identity/.well-known/openid-configuration", _ANYONE),
+    ("POST", "/identity/connect/token", _ANYONE),  # authenticates the client itself
+    ("GET", "/static-offline-docs/{file}", _ANYONE),  # Swagger UI and ReDoc's own files
+    ("HEAD", "/static-offline-docs/{file}", _ANYONE),
+    ("POST", RELAY_PATH, MEMBERS),
+    ("POST", READ_PATH, MEMBERS),
+    ("GET", PING_PATH, MEMBERS),
+    ("GET", "/openapi.json", USERS),
+    ("HEAD", "/openapi.json", USERS),
+    ("GET", "/docs", USERS),
+    ("GET", "/docs/oauth2-redirect", USERS),
+    ("GET", "/redoc", USERS),
+    ("GET", "/metrics", USERS),
+    ("GET", "/api/v1/clientfailover", USERS),
+    ("GET", "/api/v1/clientfailover/groups", USERS),
+    ("POST", "/api/v1/clientfailover/groups", USERS),
+    ("GET", _GROUP, USERS),
+    ("DELETE", _GROUP, ADMINISTRATORS),
+    ("GET", _GROUP + "/status", USERS),
+    ("GET", _GROUP + "/events", USERS),
+    ("GET", _GROUP + "/clientsessions", USERS),
+    ("POST", _GROUP + "/clientsessions", USERS),
+    ("GET", _SESSION, USERS),
+    ("DELETE", _SESSION, USERS),  # an adapter unregisters itself
+    ("POST", _SESSION + "/heartbeat", USERS),
+    ("GET", _SESSION + "/role", USERS),
+    ("POST", _SESSION + "/roleoverride", ADMINISTRATORS),
+    ("GET", "/api/v1/cluster", USERS),
+    ("GET", "/api/v1/cluster/backup", ADMINISTRATORS),  # secrets' hashes and signing keys
+    ("POST", "/api/v1/cluster/members", ADMINISTRATORS),
+    ("DELETE", "/api/v1/cluster/members/{member}", ADMINISTRATORS),
+    ("POST", "/api/v1/cluster/transfer-leader", ADMINISTRATORS),
+    ("POST", "/api/v1/cluster/member-key/rotate", ADMINISTRATORS),
+    ("GET", "/api/v1/users", ADMINISTRATORS),
+    ("POST", "/api/v1/users", ADMINISTRATORS),
+    ("GET", "/api/v1/users/{name}", ADMINISTRATORS),
+    ("PUT", "/api/v1/users/{name}", ADMINISTRATORS),
+    ("DELETE", "/api/v1/users/{name}", ADMINISTRATORS),
+    ("GET", "/api/v1/clients", ADMINISTRATORS),
+    ("POST", "/api/v1/clients", ADMINISTRATORS),
+    ("GET", "/api/v1/clients/{client_id}", ADMINISTRATORS),
+    ("PUT", "/api/v1/clients/{client_id}", ADMINISTRATORS),
+    ("DELETE", "/api/v1/clients/{client_id}", ADMINISTRATORS),
+    ("POST", "/api/v1/clients/{client_id}/secret", ADMINISTRATORS),
+    ("GET", "/api/v1/identity/signing-keys", ADMINISTRATORS),
+    ("POST", "/api/v1/identity/signing-keys/rotate", ADMINISTRATORS),
+    ("GET", _CONFIG, ADMINISTRATORS),
+    ("PUT", _CONFIG, ADMINISTRATORS),
+    ("GET", _CONFIG + "/logging", ADMINISTRATORS),
+    ("PUT", _CONFIG + "/logging", ADMINISTRATORS),
+    ("GET", _CONFIG + "/healthEndpoints", ADMINISTRATORS),
+    ("POST", _CONFIG + "/healthEndpoints", ADMINISTRATORS),
+    ("PUT", _CONFIG + "/healthEndpoints", ADMINISTRATORS),
+    ("DELETE", _CONFIG + "/healthEndpoints", ADMINISTRATORS),
+    ("GET", _CONFIG + "/healthEndpoints/{endpoint_id}", ADMINISTRATORS),
+    ("PUT", _CONFIG + "/healthEndpoints/{endpoint_id}", ADMINISTRATORS),
+    ("DELETE", _CONFIG + "/healthEndpoints/{endpoint_id}", ADMINISTRATORS),
 )
+_ROLE_OF = {(method, template): role for method, template, role in ROUTE_ROLES}
 
 
-def required_role(method: str, path: str) -> str | None:
-    """The role ``method path`` needs (None = public). Paths match case-insensitively."""
-    p = path.lower().rstrip("/") or "/"
-    if p in _PUBLIC or p.startswith("/identity/"):
-        return None
-    if p.startswith(_ADMIN_PREFIXES):
-        return ADMINISTRATORS
-    if p.startswith("/api/v1/cluster") and method not in ("GET", "HEAD"):
-        return ADMINISTRATORS  # membership changes
-    if method == "DELETE" and _GROUP.match(p):
-        return ADMINISTRATORS
-    if method == "POST" and p.endswith("/roleoverride"):
-        return ADMINISTRATORS
-    return USERS
+def required_role(method: str, template: str) -> str | None:
+    """The role the route ``method template`` needs (None = public).
+
+    ``template`` is a route's path template as api/routes.py matched it, never a request path:
+    a route missing from ROUTE_ROLES is a KeyError, and create_app checks there is none."""
+    return _ROLE_OF[(method, template)]
 
 
 def allows(role: str, required: str) -> bool:
+    """Whether an account of ``role`` may call a route that needs ``required``; no account may
+    call a members-only route (only a member signature opens it)."""
+    if required == MEMBERS:
+        return False
     return required == USERS or role == ADMINISTRATORS
 
 
@@ -406,13 +469,13 @@ class Authenticator:
         return self.client_address.of(str(peer[0]) if peer else "unknown", headers)
 
     async def check(
-        self, method: str, path: str, authorization: bytes | None, source: str
+        self, method: str, template: str, authorization: bytes | None, source: str
     ) -> engine.User | Principal | None:
-        """Who may proceed (None: nobody was authenticated, as the node is open or the route
-        public); raise Unauthorized, Forbidden or TooManyRequests."""
+        """Who may call the route ``method template`` (None: nobody was authenticated, as the
+        node is open or the route public); raise Unauthorized, Forbidden or TooManyRequests."""
         if not self.enabled():  # first: the open node's hot path pays one comparison
             return None
-        required = required_role(method, path)
+        required = required_role(method, template)
         if required is None:
             return None
         try:
@@ -424,12 +487,12 @@ class Authenticator:
             raise
         return who
 
-    def check_vouched(self, method: str, path: str, caller: Caller | None) -> None:
+    def check_vouched(self, method: str, template: str, caller: Caller | None) -> None:
         """The decision of ``check`` for a request another member forwarded: on the role of
         the caller that member authenticated (None = nobody), whose credentials stayed there."""
         if not self.enabled():
             return
-        required = required_role(method, path)
+        required = required_role(method, template)
         if required is None:
             return
         try:
