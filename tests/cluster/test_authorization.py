@@ -60,6 +60,7 @@ IDS = {  # path parameters that name things that exist
     "client_id": "plc-victim",
     "member": "n1",
     "endpoint_id": "he1",
+    "file": "swagger-ui.css",
 }
 NO_IDS = dict.fromkeys(IDS, "nosuch")  # for allowed writes: nothing to change
 G = "/api/v1/clientfailover/groups"
