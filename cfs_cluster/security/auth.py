@@ -529,12 +529,14 @@ class Authenticator:
         # holds the right password, so a back-off started by someone else must not stop it.
         attempt = None if verified_before else self.backoff.reserve(_account("user", name), source)
         user = self._users().get(name) if name is not None else None
+        # The hash as checked: apply changes a record in place, so compare against a copy.
+        checked = user.password_hash if user is not None else None
         ok = await self._verify(password, user)
         if not ok and name is not None and self.recheck is not None:
             # Created, or given a new password, through another node moments ago?
             await self.recheck()
             fresh = self._users().get(name)
-            if fresh is not None and (user is None or fresh.password_hash != user.password_hash):
+            if fresh is not None and fresh.password_hash != checked:
                 user, ok = fresh, await self._verify(password, fresh)
         if user is None or not ok:
             raise Unauthorized("The user name or password is wrong.")
@@ -557,11 +559,12 @@ class Authenticator:
         not heard of yet, or a secret changed moments ago, is checked again after a barrier."""
         attempt = self.backoff.reserve(_account("client", client_id), source)
         client = self._clients().get(client_id)
+        checked = client.secret_hash if client is not None else None  # apply edits in place
         ok = await self._verify_client(secret, client)
         if not ok and self.recheck is not None:
             await self.recheck()
             fresh = self._clients().get(client_id)
-            if fresh is not None and (client is None or fresh.secret_hash != client.secret_hash):
+            if fresh is not None and fresh.secret_hash != checked:
                 client, ok = fresh, await self._verify_client(secret, fresh)
         if client is None or not ok:
             raise Unauthorized("The client id or secret is wrong.")

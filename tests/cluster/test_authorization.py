@@ -477,7 +477,7 @@ async def attack(app: Any, people: list[Caller], findings: Findings) -> None:
             for spelling in spellings(template, IDS):
                 if spelling.routed and may:
                     continue  # allowed: reach() checks these
-                refused = {404} if not spelling.routed else _refusal(caller)
+                refused = {404} if not spelling.routed else _refusal(caller, role)
                 answer = await send(
                     app,
                     method,
@@ -498,7 +498,9 @@ async def attack(app: Any, people: list[Caller], findings: Findings) -> None:
                 findings.expect(f"{caller.name} {method} {target} [unknown path]", answer, {404})
 
 
-def _refusal(caller: Caller) -> set[int]:
+def _refusal(caller: Caller, required: str | None) -> set[int]:
+    if required == auth.MEMBERS:
+        return {401}  # no member signature: no account's credentials count here
     return UNAUTHENTICATED if caller.role is None else {403}
 
 

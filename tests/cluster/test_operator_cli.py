@@ -582,9 +582,12 @@ def test_serve_logs_a_summary_and_refuses_a_wildcard_without_advertise_url(
         f"data dir {node.data_dir.resolve()}, DEV mode (no Raft password)"
     ) in log
     port = free_ports(1)[0]
-    serve = ["serve", "--dev", "--node-id", "x", "--data-dir", str(tmp_path / "x")]
+    # Protected as a node beyond loopback must be (Raft password, administrator): only the
+    # missing --advertise-url is wrong.
+    protected = {"CFS_RAFT_PASSWORD": "a-long-raft-secret", "CFS_BOOTSTRAP_ADMIN": "root:pw"}
+    serve = ["serve", "--node-id", "x", "--data-dir", str(tmp_path / "x")]
     for host in ("0.0.0.0", "[::]"):
-        done = _run_cfs({}, *serve, "--api", f"{host}:{port}")
+        done = _run_cfs(protected, *serve, "--api", f"{host}:{port}")
         assert done.returncode == 2
         assert one_line_error(done.stderr).startswith(
             f"cfs: --api {host}:{port} listens on every interface"
