@@ -18,6 +18,7 @@ from cfs_cluster.api import (
     clients,
     cluster,
     configuration,
+    dashboard,
     identity,
     observability,
     users,
@@ -76,10 +77,11 @@ def create_app(node: Node) -> ASGIApp:
     app.include_router(clients.router)
     app.include_router(identity.router)
     app.include_router(identity.admin_router)
+    app.include_router(dashboard.router)
 
     def templates() -> list[str]:
         # Included routers are nested objects in current FastAPI; the OpenAPI document lists
         # every public path template with its prefix already applied.
-        return [*app.openapi()["paths"].keys(), RELAY_PATH, READ_PATH]
+        return [*app.openapi()["paths"].keys(), *dashboard.UI_PATHS, RELAY_PATH, READ_PATH]
 
     return FrontDoor(app, node, templates)

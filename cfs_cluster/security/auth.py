@@ -170,6 +170,10 @@ def parse_role(value: object) -> str:
 # --------------------------------------------------------------------------- roles
 
 _PUBLIC = {"/healthz", "/readyz", RELAY_PATH, READ_PATH}  # the internal routes check a token
+# The dashboard's files hold no data (its data comes from the API with the user's credentials),
+# and its login form must load before anyone has logged in; its "who am I" checks the
+# credentials it is given itself (api/dashboard.py).
+_PUBLIC_UI = {"/", "/ui", "/api/v1/dashboard/me"}
 _GROUP = re.compile(r"^/api/v1/clientfailover/groups/[^/]+$")
 _ADMIN_PREFIXES = (
     "/api/v1/users",
@@ -183,7 +187,7 @@ _ADMIN_PREFIXES = (
 def required_role(method: str, path: str) -> str | None:
     """The role ``method path`` needs (None = public). Paths match case-insensitively."""
     p = path.lower().rstrip("/") or "/"
-    if p in _PUBLIC or p.startswith("/identity/"):
+    if p in _PUBLIC or p in _PUBLIC_UI or p.startswith(("/identity/", "/ui/")):
         return None
     if p.startswith(_ADMIN_PREFIXES):
         return ADMINISTRATORS
