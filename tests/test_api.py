@@ -671,8 +671,8 @@ def test_every_error_carries_an_error_response(serve: Serve) -> None:
         await make_group(client, "G")
         await make_session(client, "G", "s")
         for path in (
-            "/",
             "/api",
+            "/ui/nothing.js",  # "/" itself redirects to the dashboard (docs/dashboard.md)
             "/api/v1/nothing",
             f"{API}/nothing",
             f"{API}/groups/G/bogus",

@@ -65,6 +65,12 @@ def test_password_hash_roundtrip_and_salt() -> None:
         ("GET", "/api/v1/Users", auth.ADMINISTRATORS),
         ("POST", "/api/v1/cluster/members", auth.ADMINISTRATORS),
         ("GET", "/openapi.json", auth.USERS),
+        ("GET", "/", None),
+        ("GET", "/ui", None),
+        ("GET", "/UI/app.js", None),
+        ("GET", "/api/v1/dashboard/me", None),
+        ("GET", "/api/v1/dashboard/groups", auth.USERS),
+        ("GET", "/api/v1/dashboard/events", auth.USERS),
     ],
 )
 def test_required_role(method: str, path: str, role: str | None) -> None:

@@ -21,6 +21,7 @@ from cfs_cluster.api import (
     clients,
     cluster,
     configuration,
+    dashboard,
     identity,
     observability,
     users,
@@ -81,6 +82,7 @@ def create_app(node: Node) -> ASGIApp:
     app.include_router(clients.router)
     app.include_router(identity.router)
     app.include_router(identity.admin_router)
+    app.include_router(dashboard.router)
 
     return FrontDoor(app, node, served_routes(app))
 

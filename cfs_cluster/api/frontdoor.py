@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cfs_cluster.api.errors import error_response_parts
 from cfs_cluster.api.models import HeartbeatBody, check_id, heartbeat_payload
-from cfs_cluster.api.requests import CALLER, FROM_MEMBER, READ_VIEW
+from cfs_cluster.api.requests import CALLER, FROM_MEMBER, READ_VIEW, SENT_PATH
 from cfs_cluster.api.routes import Match, RouteTable
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.cluster.reads import ReadView, parse_stale
@@ -114,7 +114,7 @@ class FrontDoor:
             group_id, session_id = match.params
             await self._heartbeat(group_id, session_id, receive, send)
             return
-        state = {**(scope.get("state") or {}), CALLER: _caller(who)}
+        state = {**(scope.get("state") or {}), CALLER: _caller(who), SENT_PATH: _raw_path(scope)}
         if _reads_state(method, template):
             try:
                 view = await self._read_view(match, scope.get("query_string", b""))

@@ -18,18 +18,21 @@ __all__ = [
     "CALLER",
     "FROM_MEMBER",
     "READ_VIEW",
+    "SENT_PATH",
     "caller_of",
     "from_member",
     "group_liveness",
     "node_of",
     "request_id",
     "require_member",
+    "sent_path",
 ]
 
 # Keys of the ASGI scope's "state" (``request.state``) that the front door sets.
 CALLER = "cfs_caller"  # memberauth.Caller: the authenticated user or client; absent = anonymous
 FROM_MEMBER = "cfs_member"  # memberauth.MemberRequest: a cluster member signed the request
 READ_VIEW = "cfs_read_view"  # reads.ReadView: what a GET may answer from (its read barrier)
+SENT_PATH = "cfs_sent_path"  # bytes: the path as the client sent it, before canonicalisation
 
 MAX_REQUEST_ID = 128
 
@@ -79,3 +82,9 @@ def require_member(request: Request) -> None:
 def _state(request: Request) -> dict[str, Any]:
     state: dict[str, Any] = request.scope.get("state") or {}
     return state
+
+
+def sent_path(request: Request) -> bytes:
+    """The path as the client spelled it (the front door hands FastAPI the canonical one)."""
+    sent: bytes | None = _state(request).get(SENT_PATH)
+    return sent if sent is not None else request.url.path.encode()

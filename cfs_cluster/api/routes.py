@@ -46,6 +46,8 @@ class Route:
 
     @classmethod
     def parse(cls, template: str, methods: frozenset[str]) -> Route:
+        if template == "/":
+            return cls(template, methods, ())  # the root: no segments
         if not template.startswith("/") or template.endswith("/"):
             raise ValueError(f"Route {template}: must start and must not end with '/'.")
         spelling: list[str | None] = []
@@ -144,6 +146,8 @@ def _read(raw_path: bytes) -> tuple[tuple[str, ...], str] | None:
     case; None if the path cannot be the spelling of any route."""
     if not raw_path.startswith(b"/"):
         return None
+    if raw_path == b"/":
+        return (), ""  # the root
     if raw_path.endswith(b"/"):
         raw_path = raw_path[:-1]  # the one optional trailing slash
     if b"%" in raw_path or not raw_path.isascii():

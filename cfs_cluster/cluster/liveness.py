@@ -75,6 +75,7 @@ class Coordinator:
         self._deadlines: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
         self._watchers: dict[str, asyncio.Event] = {}
+        self._listeners: list[Callable[[str], None]] = []
         self._raft_leader = False  # pysyncobj says this node leads
         self._leading = False  # ... and this term's OpenTerm entry is applied here
         self._opening: asyncio.Task[None] | None = None
@@ -333,6 +334,8 @@ class Coordinator:
         event = self._watchers.pop(group_id, None)
         if event is not None:
             event.set()
+        for listener in self._listeners:
+            listener(group_id)
         if self._leading:
             self._schedule(group_id, self._clock())
 
@@ -403,6 +406,12 @@ class Coordinator:
         await self._replicator.submit(command, self._request_timeout)
 
     # ----------------------------------------------------------------- watchers
+
+    def subscribe(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(group_id)`` on the event loop after every applied entry that touches
+        a group, whichever group (the dashboard's change stream); returns the unsubscribe."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     async def wait_for_change(self, group_id: str, timeout: float) -> bool:
         """Wait until the group's replicated state changes here; False on timeout."""

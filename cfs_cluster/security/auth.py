@@ -253,6 +253,16 @@ ROUTE_ROLES: tuple[tuple[str, str, str | None], ...] = (
     ("GET", _CONFIG + "/healthEndpoints/{endpoint_id}", ADMINISTRATORS),
     ("PUT", _CONFIG + "/healthEndpoints/{endpoint_id}", ADMINISTRATORS),
     ("DELETE", _CONFIG + "/healthEndpoints/{endpoint_id}", ADMINISTRATORS),
+    # The dashboard's files hold no data (its data comes from the API with the user's own
+    # credentials) and its login form must load before anyone has logged in; "who am I"
+    # checks the credentials it is sent itself (api/dashboard.py).
+    ("GET", "/", _ANYONE),
+    ("GET", "/ui", _ANYONE),
+    ("GET", "/ui/{asset}", _ANYONE),
+    ("GET", "/api/v1/dashboard/me", _ANYONE),
+    ("GET", "/api/v1/dashboard/groups", USERS),
+    ("GET", "/api/v1/dashboard/groups/{group_id}", USERS),
+    ("GET", "/api/v1/dashboard/events", USERS),
 )
 _ROLE_OF = {(method, template): role for method, template, role in ROUTE_ROLES}
 

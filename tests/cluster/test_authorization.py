@@ -61,6 +61,7 @@ IDS = {  # path parameters that name things that exist
     "member": "n1",
     "endpoint_id": "he1",
     "file": "swagger-ui.css",
+    "asset": "app.js",
 }
 NO_IDS = dict.fromkeys(IDS, "nosuch")  # for allowed writes: nothing to change
 G = "/api/v1/clientfailover/groups"
