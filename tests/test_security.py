@@ -50,7 +50,7 @@ def test_password_hash_roundtrip_and_salt() -> None:
     [
         ("GET", "/healthz", None),
         ("GET", "/readyz", None),
-        ("POST", "/_cluster/heartbeats", None),
+        ("POST", "/_cluster/heartbeats", "members"),
         ("GET", "/api/v1/cluster", auth.USERS),
         ("POST", "/api/v1/ClientFailover/Groups", auth.USERS),
         ("DELETE", "/api/v1/clientfailover/groups/g1", auth.ADMINISTRATORS),
