@@ -131,7 +131,7 @@ def format_score(score: float) -> str:
         if _single(float(text)) == single:
             break
     value = decimal.Decimal(text)
-    if value == 0 or abs(value) >= decimal.Decimal("1e-5"):
+    if value == 0 or abs(value) >= decimal.Decimal("1e-4"):
         return format(value.normalize(), "f")
     mantissa, _, exponent = f"{value:e}".partition("e")
     return f"{decimal.Decimal(mantissa).normalize()}E{exponent[0]}{exponent[1:].zfill(2)}"
