@@ -22,7 +22,12 @@ from cfs_cluster.agent.health import HEALTH_INTERVAL, FailoverHealth
 from cfs_cluster.api.errors import install_error_handlers, render
 from cfs_cluster.errors import CfsError
 from cfs_cluster.facet.router import CONFIGURATION_PATH, HEALTH_PATH, STATE_PATH, create_router
-from cfs_cluster.facet.runtime import AgentRuntime, FailoverRuntime, default_session_id
+from cfs_cluster.facet.runtime import (
+    AgentRuntime,
+    FailoverRuntime,
+    RoleCallback,
+    default_session_id,
+)
 from cfs_cluster.facet.service import ClientFailoverFacet
 from cfs_cluster.facet.store import ConfigStore
 
@@ -65,16 +70,19 @@ def create_app(
     data_dir: Path,
     *,
     runtime: FailoverRuntime | None = None,
+    session_id: str | None = None,
+    on_role_change: RoleCallback | None = None,
     health_interval: float = HEALTH_INTERVAL,
 ) -> FastAPI:
     """The standalone facet over ``data_dir``; ``runtime`` defaults to a real failover agent.
 
     The lifespan applies the stored configuration at start and stops failover (unregistering)
-    at shutdown, as an adapter does. ``health_interval`` is the failover health heartbeat
-    (one minute, as the adapter framework's).
+    at shutdown, as an adapter does. ``session_id`` defaults to the stored one (or a new one);
+    ``on_role_change`` is handed to the agent; ``health_interval`` is the failover health
+    heartbeat (one minute, as the adapter framework's).
     """
     store = ConfigStore(data_dir)
-    session_id = store.session_id(default_session_id())
+    session_id = store.session_id(session_id or default_session_id())
     health = FailoverHealth(
         f"{session_id}.Failover",
         host=socket.gethostname(),
@@ -82,7 +90,9 @@ def create_app(
         interval=health_interval,
     )
     if runtime is None:
-        runtime = AgentRuntime(session_id=session_id, store=store, health=health)
+        runtime = AgentRuntime(
+            session_id=session_id, on_role_change=on_role_change, store=store, health=health
+        )
     facet = ClientFailoverFacet(runtime, store, health=health)
 
     @asynccontextmanager

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from support.clusterkit import Cluster
+from support.omf_receiver import OmfReceiver
 
 from cfs_cluster.agent import RoleChange
 from cfs_cluster.facet.app import create_app
@@ -74,10 +75,15 @@ class Adapter:
 
 
 @asynccontextmanager
-async def adapter(data_dir: Path) -> AsyncIterator[Adapter]:
+async def adapter(data_dir: Path, health_interval: float = 60.0) -> AsyncIterator[Adapter]:
     changes: list[RoleChange] = []
-    runtime = AgentRuntime(session_id=f"{data_dir.name}.facet-test", on_role_change=changes.append)
-    app = create_app(data_dir, runtime=runtime)
+    app = create_app(
+        data_dir,
+        session_id=f"{data_dir.name}.facet-test",
+        on_role_change=changes.append,
+        health_interval=health_interval,
+    )
+    runtime = app.state.facet.runtime
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
@@ -221,3 +227,101 @@ async def _role_is(adapter: Adapter, role: str) -> bool:
 async def _applied(adapter: Adapter, mode: str) -> bool:
     state = await adapter.state()
     return bool(state["Role"] == "Secondary" and state["AppliedMode"] == mode)
+
+
+def test_endpoint_problems_are_visible_in_failover_state_and_health(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Refused credentials and an unreachable endpoint show in FailoverState (with the last
+    error and the next attempt, FailoverTimeout/2 later) and as DeviceInError in the failover
+    health, which egresses through the OMF sender to the strict receiver (spec §5.3, §5.9)."""
+    with OmfReceiver() as omf:
+        asyncio.run(_visible(cluster, tmp_path, omf))
+
+
+async def _visible(cluster: Cluster, tmp_path: Path, omf: OmfReceiver) -> None:
+    group = "Visibility"
+    async with adapter(tmp_path / "v", health_interval=0.5) as a:
+        base = f"{a.runtime.session_id}.Failover"
+        health = await a.client.post(
+            "/api/v1/configuration/System/HealthEndpoints",
+            json={"Id": "pi", "Endpoint": omf.url, "Buffering": "None"},
+        )
+        assert health.status_code == 201, health.text
+        bad = {**_config(cluster, group, "Hot", node=0, user=0), "Password": "wrong"}
+        assert (await a.client.put(CONFIG, json=bad)).status_code == 200
+        await wait_for(lambda: _status_is(a, "CredentialsRefused"), 15, "refused credentials")
+        # Only the first failure is looked at: the cluster then rate-limits failed logins (429).
+        state = await a.state()
+        assert state["Role"] == "Secondary" and "401" in state["LastError"], state
+        assert _seconds_between(state["LastErrorTime"], state["NextAttemptTime"]) == (
+            pytest.approx(7.5, abs=1.0)  # FailoverTimeout/2, as the adapter framework retries
+        )
+        assert await _omf_wait(omf, lambda r: _statuses(r, base)[-1:] == ["DeviceInError"], 10)
+
+        # The right password: connected at once (no waiting for the retry), Primary, Good.
+        item = f"{CONFIG}/FailoverConfiguration1"
+        fixed = await a.client.patch(item, json={"Password": USERS[0][1]})
+        assert fixed.status_code == 200
+        await wait_for(lambda: _role_is(a, "Primary"), 5, "Primary with the right password")
+        assert (await a.state())["EndpointStatus"] == "Connected"
+        assert await _omf_wait(omf, lambda r: _statuses(r, base)[-1:] == ["Good"], 10)
+        assert await _omf_wait(omf, lambda r: ("Primary", 100.0) in _failover(r, base), 10)
+
+        # Nothing listens there: Unreachable, and the role lapses to Secondary with its grant.
+        nowhere = "http://127.0.0.1:9/api/v1/clientfailover"
+        assert (await a.client.patch(item, json={"Endpoint": nowhere})).status_code == 200
+        await wait_for(lambda: _status_is(a, "Unreachable"), 15, "an unreachable endpoint")
+        await wait_for(lambda: _role_is(a, "Secondary"), 25, "the grant to lapse")
+        assert await _omf_wait(omf, lambda r: ("Secondary", 100.0) in _failover(r, base), 10)
+        assert await _omf_wait(
+            omf, lambda r: len(_values(r, f"{base}.NextHealthMessageExpected")) >= 3, 10
+        )
+        assert (await a.client.delete(CONFIG)).status_code == 204
+    # A graceful stop says Shutdown; the asset is the adapter framework's FailoverHealth.
+    assert _statuses(omf, base)[-1] == "Shutdown"
+    asset = [
+        v
+        for req in omf.requests
+        if req.status == 202 and req.headers.get("messagetype") == "data"
+        for item in req.body
+        if item.get("typeid") == "FailoverHealth"
+        for v in item["values"]
+    ]
+    assert asset[0]["Name"] == base and asset[0]["Description"] == "Failover Health"
+    assert {"Failover Group ID": group, "Failover Mode": "Hot"}.items() <= asset[1].items()
+    assert all(r.status == 202 for r in omf.requests), [r for r in omf.requests if r.status != 202]
+
+
+async def _status_is(adapter: Adapter, status: str) -> bool:
+    return (await adapter.state())["EndpointStatus"] == status
+
+
+def _seconds_between(first: str, second: str) -> float:
+    from cfs_cluster.protocol.wire import TICKS_PER_SECOND, parse_datetime
+
+    ticks = parse_datetime(second, "b") - parse_datetime(first, "a")
+    return ticks / TICKS_PER_SECOND
+
+
+def _values(omf: OmfReceiver, container: str) -> list[dict[str, Any]]:
+    """A stream's values in time order. Reads the store directly: predicates of
+    ``OmfReceiver.wait_for`` run under its lock, which ``series`` would take again."""
+    series = omf.store.values.get(container, {})
+    return [v for _, vs in sorted(series.items()) for v in vs]
+
+
+def _statuses(omf: OmfReceiver, base: str) -> list[str]:
+    return [v["DeviceStatus"] for v in _values(omf, f"{base}.DeviceStatus")]
+
+
+def _failover(omf: OmfReceiver, base: str) -> list[tuple[str, float]]:
+    values = _values(omf, f"{base}.FailoverStatus")
+    return [(v["FailoverRole"], v["FailoverScore"]) for v in values]
+
+
+async def _omf_wait(
+    omf: OmfReceiver, predicate: Callable[[OmfReceiver], bool], timeout: float
+) -> bool:
+    """The receiver's blocking wait, off the event loop the facet egresses from."""
+    return await asyncio.to_thread(omf.wait_for, predicate, timeout)
