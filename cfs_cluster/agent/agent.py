@@ -406,6 +406,7 @@ class FailoverAgent:
         return self._timeout / 2
 
     async def _register_and_beat(self) -> None:
+        self._current_score()  # known (and saved) even while the endpoint cannot be reached
         if not self._registered.is_set():
             await self._register_group()
             await self._require_service().register_session()
