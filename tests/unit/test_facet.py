@@ -955,3 +955,81 @@ def test_cli_has_a_facet_command() -> None:
         "/tmp/x",
         "127.0.0.1",
     )
+
+
+# --------------------------------------------------------------------------- health endpoints
+
+HEALTH = "/api/v1/configuration/System/HealthEndpoints"
+PI = {"Id": "PI", "Endpoint": "https://pi/piwebapi/omf", "UserName": "u", "Password": "pw"}
+
+
+class TestHealthEndpoints:
+    """The HealthEndpoints facet, configured as the adapter framework's (spec §6.2)."""
+
+    def test_verbs_masking_and_persistence(self, tmp_path: Path) -> None:
+        with AppClient(create_app(tmp_path, runtime=FakeRuntime())) as client:
+            assert client.get(HEALTH).json() == []
+            added = client.post(HEALTH, json={**PI, "Buffering": "None", "DebugExpiration": None})
+            assert added.status_code == 201 and added.json()["Password"] == MASK
+            _error(client.post(HEALTH, json={**PI, "Id": "pi"}), 409)
+            again = client.put(f"{HEALTH}/pi", json={**PI, "Password": MASK})
+            assert again.status_code == 200, again.text
+            _error(client.put(f"{HEALTH}/other", json=PI), 404)
+            _error(client.put(f"{HEALTH}/PI", json={**PI, "Id": "other"}))
+        [stored] = json.loads((tmp_path / "System_HealthEndpoints.json").read_text())
+        assert stored["Password"] == "pw"  # the mask sent back kept the secret
+        with AppClient(create_app(tmp_path, runtime=FakeRuntime())) as client:
+            assert [e["Id"] for e in client.get(HEALTH).json()] == ["PI"]
+            cds = {"Endpoint": "https://cds/omf", "ClientId": "c", "ClientSecret": "s"}
+            replaced = client.put(HEALTH, json=[PI, cds])
+            assert replaced.status_code == 200 and len(replaced.json()) == 2
+            assert client.delete(f"{HEALTH}/PI").status_code == 204
+            _error(client.delete(f"{HEALTH}/PI"), 404)
+            assert client.delete(HEALTH).status_code == 204
+            assert client.get(HEALTH).json() == []
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"Id": "x"}, "Endpoint"),
+            ({"Endpoint": "ftp://pi/omf"}, "Endpoint"),
+            ({"Endpoint": "https://pi/omf", "UserName": "u"}, "Password"),
+            ({"Endpoint": "https://pi/omf", "Password": MASK, "UserName": "u"}, "Password"),
+            ({"Endpoint": "https://pi/omf", "Bogus": 1}, "Bogus"),
+            (
+                {"Endpoint": "https://pi/omf", "ValidateEndpointCertificate": "no"},
+                "ValidateEndpointCertificate",
+            ),
+            ([PI, {**PI, "Id": "pi"}], "Id"),
+        ],
+    )
+    def test_bad_input_is_a_400_naming_the_field(
+        self, client: AppClient, body: Any, field: str
+    ) -> None:
+        error = _error(client.post(HEALTH, json=body))
+        assert field in error["Reason"], error
+        assert client.get(HEALTH).json() == []
+
+    def test_garbage_is_a_4xx(self, client: AppClient) -> None:
+        _error(client.post(HEALTH, content=b"{nope"))
+        _error(client.post(HEALTH, json=5))
+        _error(client.put(HEALTH, json=[PI] * 17))
+
+
+def test_endpoint_status_names_each_failure() -> None:
+    from cfs_cluster.agent.agent import EndpointStatus, endpoint_status
+    from cfs_cluster.agent.transport import (
+        EndpointNotFound,
+        EndpointUnavailable,
+        RateLimited,
+        Refused,
+        Unreachable,
+    )
+
+    assert endpoint_status(Unreachable("x")) is EndpointStatus.Unreachable
+    assert endpoint_status(EndpointUnavailable("x", status=503)) is EndpointStatus.Unavailable
+    assert endpoint_status(RateLimited("x", status=429)) is EndpointStatus.RateLimited
+    assert endpoint_status(EndpointNotFound("x", status=404)) is EndpointStatus.GroupNotFound
+    for status in (401, 403):
+        assert endpoint_status(Refused("x", status=status)) is EndpointStatus.CredentialsRefused
+    assert endpoint_status(Refused("x", status=400)) is EndpointStatus.Refused
