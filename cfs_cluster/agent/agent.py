@@ -14,16 +14,24 @@ last Primary grant's ``ValidFor`` lapses (grant.py), the grant's epoch for fenci
 callbacks, and a long-poll on ``…/clientsessions/{s}/role`` so a secondary hears of its
 promotion at once. The long-poll never grants anything: on news it sends a heartbeat, and only a
 heartbeat answer makes the agent Primary.
+
+Reconfiguration (``reconfigure``) happens in place, as the adapter framework's does (spec §5.3
+item 6): new credentials swap the HTTP client, a new FailoverTimeout restarts the timer, a new
+Mode is recorded and applied when the agent is (or becomes) Secondary (spec §5.4), and a new
+endpoint keeps the session when the new endpoint knows it. The role and the grant are kept
+throughout: a Primary stays Primary and keeps reporting its primary score.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 import httpx
@@ -37,6 +45,7 @@ from cfs_cluster.agent.transport import (
     EndpointPool,
     EndpointUnavailable,
     RateLimited,
+    Unreachable,
 )
 from cfs_cluster.protocol.wire import (
     TICKS_PER_SECOND,
@@ -46,7 +55,7 @@ from cfs_cluster.protocol.wire import (
     unix_from_ticks,
 )
 
-__all__ = ["AgentState", "FailoverAgent"]
+__all__ = ["AgentState", "EndpointHealth", "EndpointStatus", "FailoverAgent"]
 
 log = logging.getLogger("cfs.agent")
 
@@ -64,7 +73,46 @@ class AgentState(StrEnum):
     Error = "Error"  # the last round failed; retried after the delay the failure asks for
 
 
+class EndpointStatus(StrEnum):
+    """What the failover endpoint last did with this agent's requests (FailoverState, health)."""
+
+    NotConnected = "NotConnected"  # nothing answered yet
+    Connected = "Connected"  # the last heartbeat was answered
+    Unreachable = "Unreachable"  # no connection (refused, reset, timed out)
+    CredentialsRefused = "CredentialsRefused"  # 401 or 403
+    GroupNotFound = "GroupNotFound"  # 404 although the agent has just registered
+    Unavailable = "Unavailable"  # 503: no leader yet
+    RateLimited = "RateLimited"  # 429
+    Refused = "Refused"  # any other refusal (400, 409, 5xx, an unreadable answer)
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    """The endpoint's state, the last error (with its UTC time) and when the next round is due."""
+
+    status: EndpointStatus = EndpointStatus.NotConnected
+    last_error: str | None = None
+    last_error_time: dt.datetime | None = None
+    next_attempt_time: dt.datetime | None = None
+
+
+def endpoint_status(exc: EndpointError) -> EndpointStatus:
+    """The status a failed round leaves the endpoint in."""
+    if isinstance(exc, Unreachable):
+        return EndpointStatus.Unreachable
+    if isinstance(exc, EndpointUnavailable):
+        return EndpointStatus.Unavailable
+    if isinstance(exc, RateLimited):
+        return EndpointStatus.RateLimited
+    if isinstance(exc, EndpointNotFound):
+        return EndpointStatus.GroupNotFound
+    if exc.status in (401, 403):
+        return EndpointStatus.CredentialsRefused
+    return EndpointStatus.Refused
+
+
 RoleCallback = Callable[[RoleChange], Awaitable[None] | None]
+ChangeCallback = Callable[[], None]
 
 
 class FailoverAgent:
@@ -84,12 +132,30 @@ class FailoverAgent:
         *,
         score: Callable[[], float] | None = None,
         on_role_change: RoleCallback | None = None,
+        on_change: ChangeCallback | None = None,
+        restored_role: ClientRole = ClientRole.Secondary,
+        last_data_processed: dt.datetime | None = None,
     ) -> None:
+        """
+        Args:
+            score: this adapter's FailoverScore (0-100); None: 100, or standby 1 for a Cold
+                Secondary (spec §4.1 item 9).
+            on_role_change: called on every local role change.
+            on_change: called (synchronously, no I/O) whenever the role, the score, the applied
+                mode or the endpoint's status changes: for persistence and diagnostics.
+            restored_role: the role saved before a graceful stop (spec §5.7). A restored
+                Primary scores as a Primary until the first answer, but never *acts* as one
+                without a grant (P1): ``role`` stays Secondary until a heartbeat grants it.
+            last_data_processed: the LastDataProcessedTime saved before the restart.
+        """
         self.settings = settings
         self.session_id = settings.session_id or default_session_id()
         self._score_fn = score
         self._on_role_change = on_role_change
+        self._on_change = on_change
         self._timeout = settings.failover_timeout
+        self._applied_mode = settings.mode.capitalize()
+        self._claims_primary = restored_role == ClientRole.Primary
         self._role = ClientRole.Secondary
         self._state = AgentState.Stopped
         self._grant = Grant()
@@ -97,9 +163,12 @@ class FailoverAgent:
         self._polled: tuple[ClientRole, int | None] | None = None  # what the long-poll knows
         self._server_ldpt = 0
         self._ldpt: int | None = None  # ticks the adapter reported
+        if last_data_processed is not None:
+            self.report_data_processed(last_data_processed)
         self._score = 0.0
         self._registered = asyncio.Event()
         self._poke = asyncio.Event()
+        self._reconfigured = asyncio.Event()
         self._role_event = asyncio.Event()
         self._cycle_done = asyncio.Event()  # replaced and set after every heartbeat round
         self._lapse: asyncio.TimerHandle | None = None
@@ -108,6 +177,9 @@ class FailoverAgent:
         self._client: httpx.AsyncClient | None = None
         self._service: FailoverService | None = None
         self._last_error: str | None = None
+        self._health = EndpointHealth()
+        self._previous: tuple[httpx.AsyncClient, FailoverService] | None = None  # see reconfigure
+        self._round = asyncio.Lock()  # one heartbeat round, or one reconfiguration, at a time
         self._poll_works = False  # the service answers role long-polls
 
     # ----------------------------------------------------------------- public state
@@ -140,6 +212,38 @@ class FailoverAgent:
         return self._timeout
 
     @property
+    def mode(self) -> str:
+        """The configured mode (``Hot``, ``Warm``, ``Cold``)."""
+        return self.settings.mode.capitalize()
+
+    @property
+    def applied_mode(self) -> str:
+        """The mode a Secondary's components follow now (spec §5.4).
+
+        A mode change while Primary is recorded in ``mode`` and applied here only when the agent
+        is Secondary again; a Primary runs everything whatever the mode.
+        """
+        return self._applied_mode
+
+    @property
+    def endpoint_health(self) -> EndpointHealth:
+        """The endpoint's status, the last error and when the next attempt is due."""
+        return self._health
+
+    @property
+    def last_data_processed(self) -> dt.datetime | None:
+        """The LastDataProcessedTime this adapter reports (None = not yet known)."""
+        if self._ldpt is None or self._ldpt <= 0:
+            return None
+        return dt.datetime.fromtimestamp(unix_from_ticks(self._ldpt), dt.UTC)
+
+    def grant_remaining(self) -> float:
+        """Seconds the current Primary grant stays valid (0 when not Primary)."""
+        if self._role != ClientRole.Primary:
+            return 0.0
+        return self._grant.remaining(asyncio.get_running_loop().time())
+
+    @property
     def state(self) -> AgentState:
         """``Stopped``, ``Starting``, ``Running`` (last heartbeat answered) or ``Error``."""
         return self._state
@@ -168,15 +272,75 @@ class FailoverAgent:
         if self._tasks:
             raise RuntimeError("The agent is already started.")
         self._state = AgentState.Starting
-        self._client = make_client(self.settings)
-        pool = EndpointPool(self.settings.endpoints, self._client)
-        self._service = FailoverService(pool, self.settings, self.session_id)
+        self._client, self._service = self._connect(self.settings)
         self._tasks.append(asyncio.create_task(self._dispatch_callbacks(), name="cfs-agent-cb"))
         first_delay = await self._cycle()
         self._tasks.append(
             asyncio.create_task(self._heartbeat_loop(first_delay), name="cfs-agent-heartbeat")
         )
         self._tasks.append(asyncio.create_task(self._long_poll_loop(), name="cfs-agent-poll"))
+
+    def _connect(self, settings: AgentSettings) -> tuple[httpx.AsyncClient, FailoverService]:
+        client = make_client(settings)
+        pool = EndpointPool(settings.endpoints, client)
+        return client, FailoverService(pool, settings, self.session_id)
+
+    async def reconfigure(self, settings: AgentSettings) -> None:
+        """Adopt new settings in place, keeping the session, the role and the grant.
+
+        ``group_id`` and ``session_id`` cannot change here (that is another session: stop and
+        start a new agent). New credentials, TLS options or endpoints swap the HTTP client; a
+        new FailoverTimeout restarts the timer (the group's timeout on the server is not
+        changed, spec §5.3 item 6); a new mode is recorded and applied only as Secondary.
+        The next heartbeat is sent at once, so a refused credential shows without waiting T/2.
+        """
+        if settings.group_id != self.settings.group_id:
+            raise ValueError("reconfigure cannot change group_id; start another agent.")
+        if (settings.session_id or self.session_id) != self.session_id:
+            raise ValueError("reconfigure cannot change session_id; start another agent.")
+        settings = dataclasses.replace(settings, session_id=self.session_id)
+        async with self._round:
+            old = self.settings
+            self.settings = settings
+            if settings.failover_timeout != old.failover_timeout:
+                self._timeout = settings.failover_timeout
+            self._apply_mode("reconfigured")
+            if self._client is not None and _transport(settings) != _transport(old):
+                await self._swap_client(moved=settings.endpoints != old.endpoints)
+        self._restart_long_poll()
+        self._poke.set()
+        self._reconfigured.set()
+        self._changed()
+
+    async def _swap_client(self, *, moved: bool) -> None:
+        """Use a new HTTP client; after an endpoint change keep the old one until the new
+        endpoint says whether it knows this session (then it is the same service)."""
+        assert self._client is not None and self._service is not None
+        old = (self._client, self._service)
+        self._client, self._service = self._connect(self.settings)
+        if moved and self._registered.is_set():
+            await self._forget_previous()
+            self._previous = old
+        else:
+            await old[0].aclose()
+
+    async def _forget_previous(self, *, unregister: bool = False) -> None:
+        """Close the old endpoint's client; unregister there first when the new endpoint
+        turned out to be another service (it did not know the session)."""
+        if self._previous is None:
+            return
+        client, service = self._previous
+        self._previous = None
+        if unregister:
+            await service.unregister()
+        await client.aclose()
+
+    def _restart_long_poll(self) -> None:
+        """A held long-poll uses the old client: start it again over the new one."""
+        if len(self._tasks) < 3:
+            return
+        self._tasks[2].cancel()
+        self._tasks[2] = asyncio.create_task(self._long_poll_loop(), name="cfs-agent-poll")
 
     async def stop(self, unregister: bool = True) -> None:
         """Stop heartbeating; unregister the session unless ``unregister`` is False (a crash)."""
@@ -194,6 +358,7 @@ class FailoverAgent:
         self._registered.clear()
         self._set_role(ClientRole.Secondary, "agent stopped")
         await self._drain_callbacks(dispatcher)
+        await self._forget_previous()
         await self._client.aclose()
         self._client, self._service, self._tasks = None, None, []
         self._state = AgentState.Stopped
@@ -203,30 +368,45 @@ class FailoverAgent:
     async def _heartbeat_loop(self, delay: float) -> None:
         while True:
             if self._state == AgentState.Error:
-                await asyncio.sleep(delay)  # a retry delay (Retry-After) is not cut short
+                # A retry delay (Retry-After) is not cut short, except by new settings.
+                await _wait(self._reconfigured, delay)
             else:
                 await _wait(self._poke, delay)
             delay = await self._cycle()
 
     async def _cycle(self) -> float:
         """One round: (re-)register if needed, heartbeat, confirm; seconds until the next round."""
-        self._poke.clear()
+        async with self._round:
+            self._poke.clear()
+            self._reconfigured.clear()
+            try:
+                delay = await self._round_trip()
+            finally:
+                event, self._cycle_done = self._cycle_done, asyncio.Event()
+                event.set()
+            self._health = dataclasses.replace(self._health, next_attempt_time=_wall_in(delay))
+            self._changed()
+            return delay
+
+    async def _round_trip(self) -> float:
         try:
             try:
                 await self._register_and_beat()
             except EndpointNotFound:
+                # After an endpoint change this means another service: leave the old one.
+                await self._forget_previous(unregister=True)
                 self._lost_registration()
                 await self._register_and_beat()  # at once, as the adapter does
         except EndpointError as exc:
-            self._failed(exc)
-            return self._retry_delay(exc)
-        finally:
-            event, self._cycle_done = self._cycle_done, asyncio.Event()
-            event.set()
+            delay = self._retry_delay(exc)
+            self._failed(exc, delay)
+            return delay
+        await self._forget_previous()  # the new endpoint knew the session: the same service
         self._recovered()
         return self._timeout / 2
 
     async def _register_and_beat(self) -> None:
+        self._current_score()  # known (and saved) even while the endpoint cannot be reached
         if not self._registered.is_set():
             await self._register_group()
             await self._require_service().register_session()
@@ -249,10 +429,11 @@ class FailoverAgent:
         )
 
     async def _heartbeat(self) -> RoleAnswer:
-        self._score = self._current_score()
+        self._current_score()
         sent_at = asyncio.get_running_loop().time()
         answer = await self._require_service().heartbeat(self._score, self._ldpt)
         self._apply(answer, sent_at)
+        self._claims_primary = False  # the service has spoken: the restored role is spent
         return answer
 
     def _apply(self, answer: RoleAnswer, sent_at: float) -> None:
@@ -269,11 +450,22 @@ class FailoverAgent:
 
     def _current_score(self) -> float:
         if self._score_fn is not None:
-            return max(0.0, min(100.0, float(self._score_fn())))
-        # Cold secondaries report standby (spec §4.1 item 9): below any working primary.
-        if self.settings.cold and self._role != ClientRole.Primary:
-            return 1.0
-        return 100.0
+            score = max(0.0, min(100.0, float(self._score_fn())))
+        elif self._standby():
+            score = 1.0  # spec §4.1 item 9: a cold secondary is on standby, below any primary
+        else:
+            score = 100.0
+        if score != self._score:
+            self._score = score
+            self._changed()
+        return score
+
+    def _standby(self) -> bool:
+        """A Cold Secondary: its components are stopped (spec §5.4). A Primary never is, and
+        the mode it reports by is the applied one, so a mode change while Primary does not
+        lower its score."""
+        primary = self._role == ClientRole.Primary or self._claims_primary
+        return self._applied_mode == "Cold" and not primary
 
     def _retry_delay(self, exc: EndpointError) -> float:
         half = self._timeout / 2
@@ -283,14 +475,17 @@ class FailoverAgent:
             return min(1.0, half)  # an election takes about a second
         return half
 
-    def _failed(self, exc: EndpointError) -> None:
+    def _failed(self, exc: EndpointError, delay: float) -> None:
         self._state = AgentState.Error
         text = str(exc)
+        self._health = EndpointHealth(endpoint_status(exc), text, dt.datetime.now(dt.UTC))
         if text != self._last_error:  # logged once per distinct failure, as the adapter does
             log.error(
-                "Could not send heartbeat to endpoint %s. %s (retrying every %s s)",
+                "Could not send heartbeat to endpoint %s. %s (next attempt in %.3g s; "
+                "retried every FailoverTimeout/2 = %.3g s)",
                 self._require_service().pool.current,
                 text,
+                delay,
                 self._timeout / 2,
             )
             self._last_error = text
@@ -300,6 +495,8 @@ class FailoverAgent:
             log.info("Heartbeats to the failover endpoint succeed again.")
             self._last_error = None
         self._state = AgentState.Running
+        # The last error stays visible (with its time) after recovery: what happened, and when.
+        self._health = dataclasses.replace(self._health, status=EndpointStatus.Connected)
 
     def _lost_registration(self) -> None:
         log.warning(
@@ -417,6 +614,8 @@ class FailoverAgent:
         log.info("Failover role changed from %s to %s (%s).", old.name, role.name, reason)
         event, self._role_event = self._role_event, asyncio.Event()
         event.set()
+        self._apply_mode("now Secondary")
+        self._changed()
         if self._on_role_change is None:
             return
         change = RoleChange(old, role, self._grant.epoch, reason)
@@ -447,10 +646,52 @@ class FailoverAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def _apply_mode(self, why: str) -> None:
+        """Apply the configured mode unless Primary (spec §5.4: recorded, applied later)."""
+        if self.mode == self._applied_mode:
+            return
+        if self._role == ClientRole.Primary:
+            log.info(
+                "Failover mode %s recorded; applied when this adapter is Secondary (%s now).",
+                self.mode,
+                self._applied_mode,
+            )
+            return
+        log.info("Failover mode changed from %s to %s (%s).", self._applied_mode, self.mode, why)
+        self._applied_mode = self.mode
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change()
+        except Exception:
+            log.exception("The change callback failed")
+
     def _require_service(self) -> FailoverService:
         if self._service is None:
             raise RuntimeError("The agent is not started.")
         return self._service
+
+
+def _transport(settings: AgentSettings) -> tuple[object, ...]:
+    """What the HTTP client is built from: a change needs a new client."""
+    return (
+        settings.endpoints,
+        settings.username,
+        settings.password,
+        settings.client_id,
+        settings.client_secret,
+        settings.token_endpoint,
+        settings.verify_tls,
+        settings.ca_file,
+        settings.request_timeout,
+    )
+
+
+def _wall_in(seconds: float) -> dt.datetime:
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,10 +18,16 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cfs_cluster import __version__
+from cfs_cluster.agent.health import HEALTH_INTERVAL, FailoverHealth
 from cfs_cluster.api.errors import install_error_handlers, render
 from cfs_cluster.errors import CfsError
-from cfs_cluster.facet.router import CONFIGURATION_PATH, STATE_PATH, create_router
-from cfs_cluster.facet.runtime import AgentRuntime, FailoverRuntime, default_session_id
+from cfs_cluster.facet.router import CONFIGURATION_PATH, HEALTH_PATH, STATE_PATH, create_router
+from cfs_cluster.facet.runtime import (
+    AgentRuntime,
+    FailoverRuntime,
+    RoleCallback,
+    default_session_id,
+)
 from cfs_cluster.facet.service import ClientFailoverFacet
 from cfs_cluster.facet.store import ConfigStore
 
@@ -37,7 +44,7 @@ class CanonicalPaths:
     are case-insensitive; users type ``clientfailover`` as often as ``ClientFailover``.
     """
 
-    _PREFIXES = (CONFIGURATION_PATH, STATE_PATH)
+    _PREFIXES = (CONFIGURATION_PATH, STATE_PATH, HEALTH_PATH)
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -59,16 +66,34 @@ def canonical_path(path: str, prefixes: tuple[str, ...]) -> str:
     return path
 
 
-def create_app(data_dir: Path, *, runtime: FailoverRuntime | None = None) -> FastAPI:
+def create_app(
+    data_dir: Path,
+    *,
+    runtime: FailoverRuntime | None = None,
+    session_id: str | None = None,
+    on_role_change: RoleCallback | None = None,
+    health_interval: float = HEALTH_INTERVAL,
+) -> FastAPI:
     """The standalone facet over ``data_dir``; ``runtime`` defaults to a real failover agent.
 
     The lifespan applies the stored configuration at start and stops failover (unregistering)
-    at shutdown, as an adapter does.
+    at shutdown, as an adapter does. ``session_id`` defaults to the stored one (or a new one);
+    ``on_role_change`` is handed to the agent; ``health_interval`` is the failover health
+    heartbeat (one minute, as the adapter framework's).
     """
     store = ConfigStore(data_dir)
+    session_id = store.session_id(session_id or default_session_id())
+    health = FailoverHealth(
+        f"{session_id}.Failover",
+        host=socket.gethostname(),
+        version=__version__,
+        interval=health_interval,
+    )
     if runtime is None:
-        runtime = AgentRuntime(session_id=store.session_id(default_session_id()))
-    facet = ClientFailoverFacet(runtime, store)
+        runtime = AgentRuntime(
+            session_id=session_id, on_role_change=on_role_change, store=store, health=health
+        )
+    facet = ClientFailoverFacet(runtime, store, health=health)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -30,20 +30,25 @@ __all__ = [
     "MIN_TIMEOUT",
     "MODES",
     "ClientFailoverConfig",
+    "credentials",
+    "flag",
     "format_timeout",
+    "identifier_or",
     "merge_patch",
     "parse_config",
     "parse_timeout",
     "single_entry",
     "unmask",
+    "url",
 ]
 
 MASK = "********"
-MODES = ("Hot", "Warm", "Cold", "None")
 # "Warn" is the seed's own spelling in its parameter table (a typo for Warm); "NotConfigured" is
-# the adapter framework's name for None. Both are accepted so no published document is refused.
-_MODE_ALIASES = {"warn": "Warm", "notconfigured": "None"}
-DEFAULT_MODE = "Hot"
+# the adapter framework's name for None. Both are accepted and stored as written, so a document
+# reads back as it was sent; they behave as Warm and None.
+MODES = ("Hot", "Warm", "Cold", "None", "Warn", "NotConfigured")
+_BEHAVES_AS = {"Warn": "Warm", "NotConfigured": "None"}
+DEFAULT_MODE = "None"  # the seed's default: a configuration without Mode is no failover
 MIN_TIMEOUT = 15.0
 DEFAULT_TIMEOUT = 60.0
 MAX_TIMEOUT = 86_399.0  # the seed's hh:mm:ss form cannot say more than 23:59:59
@@ -89,9 +94,14 @@ class ClientFailoverConfig:
     validate_endpoint_certificate: bool = True
 
     @property
+    def behaviour(self) -> str:
+        """The mode this configuration runs in: ``Warn`` is Warm, ``NotConfigured`` is None."""
+        return _BEHAVES_AS.get(self.mode, self.mode)
+
+    @property
     def enabled(self) -> bool:
         """Mode None registers nothing: the adapter runs as if failover were not configured."""
-        return self.mode != "None"
+        return self.behaviour != "None"
 
     def to_json(self, *, masked: bool = True) -> dict[str, Any]:
         """The PascalCase document; ``masked`` replaces set secrets with asterisks (GET)."""
@@ -138,16 +148,16 @@ def parse_config(body: Any, *, default_id: str | None = None) -> ClientFailoverC
     """Validate one configuration object; a missing Id becomes ``default_id`` or a new GUID."""
     v = _fields(body)
     return ClientFailoverConfig(
-        id=_id(v.get("Id"), default_id),
+        id=identifier_or(v.get("Id"), default_id),
         failover_group_id=_required_text(v.get("FailoverGroupId"), "FailoverGroupId"),
-        endpoint=_url(v.get("Endpoint"), "Endpoint", required=True) or "",
+        endpoint=url(v.get("Endpoint"), "Endpoint", required=True) or "",
         name=_label(v.get("Name"), "Name"),
         description=_label(v.get("Description"), "Description"),
         failover_timeout=parse_timeout(v.get("FailoverTimeout")),
         mode=_mode(v.get("Mode")),
-        **_credentials(v),
-        token_endpoint=_url(v.get("TokenEndpoint"), "TokenEndpoint", required=False),
-        validate_endpoint_certificate=_flag(
+        **credentials(v),
+        token_endpoint=url(v.get("TokenEndpoint"), "TokenEndpoint", required=False),
+        validate_endpoint_certificate=flag(
             v.get("ValidateEndpointCertificate"), "ValidateEndpointCertificate"
         ),
     )
@@ -234,7 +244,7 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), "a number")
 
 
-def _id(value: Any, default_id: str | None) -> str:
+def identifier_or(value: Any, default_id: str | None) -> str:
     if value is None or value == "":
         return default_id or str(uuid.uuid4())
     return _identifier(value, "Id")
@@ -290,7 +300,7 @@ def _bounded(value: str, name: str) -> str:
     return value
 
 
-def _credentials(v: Mapping[str, Any]) -> dict[str, str | None]:
+def credentials(v: Mapping[str, Any]) -> dict[str, str | None]:
     """Exactly one pair (Basic or client credentials) or none (spec §5.1 auth selection)."""
     pairs = {
         "username": _text(v.get("UserName"), "UserName"),
@@ -317,7 +327,7 @@ def _pair(first: str | None, second: str | None, a: str, b: str) -> None:
         )
 
 
-def _url(value: Any, name: str, *, required: bool) -> str | None:
+def url(value: Any, name: str, *, required: bool) -> str | None:
     if value is None or value == "":
         if required:
             raise BadRequest(
@@ -361,15 +371,13 @@ def _mode(value: Any) -> str:
         for mode in MODES:
             if mode.lower() == wanted:
                 return mode
-        if wanted in _MODE_ALIASES:
-            return _MODE_ALIASES[wanted]
     raise BadRequest(
         f"Mode '{str(value)[:32]}' is not one of: {', '.join(MODES)}.",
         parameters={"Mode": str(value)[:32]},
     )
 
 
-def _flag(value: Any, name: str) -> bool:
+def flag(value: Any, name: str) -> bool:
     if value is None:
         return True
     if not isinstance(value, bool):

@@ -3,6 +3,8 @@
     api/v1/configuration/System/ClientFailover        GET POST PUT PATCH DELETE
     api/v1/configuration/System/ClientFailover/{id}   GET PUT PATCH DELETE
     api/v1/diagnostics/FailoverState                  GET
+    api/v1/configuration/System/HealthEndpoints       GET POST PUT DELETE
+    api/v1/configuration/System/HealthEndpoints/{id}  GET PUT DELETE
 
 The router renders its own errors as the CFS ``ErrorResponse`` (its route class catches
 ``CfsError``), so an adapter can include it in any FastAPI app without our exception handlers.
@@ -21,14 +23,22 @@ from fastapi.routing import APIRoute
 
 from cfs_cluster.api.errors import render
 from cfs_cluster.errors import CfsError, PayloadTooLarge
+from cfs_cluster.facet.healthendpoints import health_json
 from cfs_cluster.facet.model import MODES
 from cfs_cluster.facet.service import ClientFailoverFacet
 from cfs_cluster.protocol.bodies import ErrorResponse, load_json
 
-__all__ = ["CONFIGURATION_PATH", "MAX_BODY_BYTES", "STATE_PATH", "create_router"]
+__all__ = [
+    "CONFIGURATION_PATH",
+    "HEALTH_PATH",
+    "MAX_BODY_BYTES",
+    "STATE_PATH",
+    "create_router",
+]
 
 CONFIGURATION_PATH = "/api/v1/configuration/System/ClientFailover"
 STATE_PATH = "/api/v1/diagnostics/FailoverState"
+HEALTH_PATH = "/api/v1/configuration/System/HealthEndpoints"
 MAX_BODY_BYTES = 64 * 1024
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 409, 413)
@@ -42,7 +52,7 @@ _SCHEMA: dict[str, Any] = {
         "Name": {"type": "string"},
         "Description": {"type": "string"},
         "FailoverTimeout": {"type": "string", "default": "00:01:00", "example": "00:01:00"},
-        "Mode": {"type": "string", "enum": list(MODES), "default": "Hot"},
+        "Mode": {"type": "string", "enum": list(MODES), "default": "None"},
         "Endpoint": {"type": "string", "format": "uri"},
         "UserName": {"type": "string"},
         "Password": {"type": "string"},
@@ -97,6 +107,7 @@ def create_router(facet: ClientFailoverFacet) -> APIRouter:
     router = APIRouter(tags=["client failover (adapter side)"], route_class=_FacetRoute)
     _configuration_routes(router, facet)
     _item_routes(router, facet)
+    _health_routes(router, facet)
 
     @router.get(STATE_PATH, summary="The current failover state", responses=_ERRORS)
     async def failover_state() -> dict[str, Any]:
@@ -186,6 +197,47 @@ def _item_routes(router: APIRouter, facet: ClientFailoverFacet) -> None:
     )
     async def delete_one(config_id: str) -> Response:
         await facet.delete(config_id)
+        return Response(status_code=204)
+
+
+def _health_routes(router: APIRouter, facet: ClientFailoverFacet) -> None:
+    """The HealthEndpoints facet, as the adapter framework's (spec §6.2): secrets masked."""
+    item = HEALTH_PATH + "/{endpoint_id}"
+
+    @router.get(HEALTH_PATH, summary="The failover health endpoints")
+    async def list_health() -> list[dict[str, Any]]:
+        return [health_json(e) for e in facet.health_endpoints]
+
+    @router.post(HEALTH_PATH, status_code=201, summary="Add health endpoints", responses=_ERRORS)
+    async def add_health(request: Request) -> JSONResponse:
+        body = await read_json(request)
+        added = [health_json(e) for e in await facet.add_health_endpoints(body)]
+        return JSONResponse(added if isinstance(body, list) else added[0], status_code=201)
+
+    @router.put(HEALTH_PATH, summary="Replace every health endpoint", responses=_ERRORS)
+    async def replace_health(request: Request) -> list[dict[str, Any]]:
+        endpoints = await facet.replace_health_endpoints(await read_json(request))
+        return [health_json(e) for e in endpoints]
+
+    @router.delete(HEALTH_PATH, status_code=204, summary="Delete every health endpoint")
+    async def delete_health() -> Response:
+        await facet.delete_health_endpoints(None)
+        return Response(status_code=204)
+
+    @router.get(item, summary="The health endpoint with this Id", responses=_ERRORS)
+    async def get_health(endpoint_id: str) -> dict[str, Any]:
+        return health_json(facet.health_endpoint(endpoint_id))
+
+    @router.put(item, summary="Replace the health endpoint with this Id", responses=_ERRORS)
+    async def replace_one_health(endpoint_id: str, request: Request) -> dict[str, Any]:
+        body = await read_json(request)
+        return health_json(await facet.replace_health_endpoint(endpoint_id, body))
+
+    @router.delete(
+        item, status_code=204, summary="Delete the health endpoint with this Id", responses=_ERRORS
+    )
+    async def delete_one_health(endpoint_id: str) -> Response:
+        await facet.delete_health_endpoints(endpoint_id)
         return Response(status_code=204)
 
 

@@ -1,29 +1,37 @@
-"""Applying the ClientFailover configuration at runtime (spec §5.3 items 5-7).
+"""Applying the ClientFailover configuration at runtime (spec §5.3 items 5-7, §5.4, §5.7).
 
 The router depends only on the ``FailoverRuntime`` protocol; ``AgentRuntime`` implements it by
-starting, stopping and restarting one ``cfs_cluster.agent.FailoverAgent``. Which of those a
+starting, stopping and reconfiguring one ``cfs_cluster.agent.FailoverAgent``. Which of those a
 change needs is decided by ``plan``, a pure function of the old and new configuration:
 
     no failover → failover              START    register group and session, heartbeat
     failover → none (deleted, Mode None) STOP     unregister the session, role back to Secondary
-    Endpoint, ValidateEndpointCertificate
-    or FailoverGroupId changed           RESTART  unregister from the old, register with the new
-    credentials, TokenEndpoint,
-    FailoverTimeout or Mode changed      RELOAD   same session, new settings, no unregister
+    FailoverGroupId changed              RESTART  unregister from the old group, join the new
+    Mode, FailoverTimeout, credentials,
+    TokenEndpoint, Endpoint or
+    ValidateEndpointCertificate changed  RELOAD   the same agent adopts them in place
     Id, Name, Description changed        NOTHING  local bookkeeping only
 
-The adapter framework swaps credentials or restarts its heartbeat timer in place; the agent's
-settings are immutable, so RELOAD stops it *without* unregistering and starts a new one with the
-same session id. The server never sees the session leave, so a Primary stays Primary (its new
-agent re-registers idempotently and its first heartbeat confirms the role).
+A RELOAD keeps the agent, its session, its role and its grant (``FailoverAgent.reconfigure``):
+a Primary stays Primary and keeps reporting its primary score, a new Mode is recorded and
+applied when it is Secondary (spec §5.4), a new FailoverTimeout restarts the timer. A new
+Endpoint keeps the session when the new endpoint knows it (another node of the same cluster, a
+load balancer); when it does not (another service), the agent unregisters from the old one and
+registers there.
+
+The runtime also keeps ``System_FailoverState`` (spec §5.7) and feeds the failover health
+(spec §5.9) on every change the agent reports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import decimal
 import logging
 import socket
+import struct
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,10 +40,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cfs_cluster.errors import BadRequest
 from cfs_cluster.facet.model import ClientFailoverConfig
-from cfs_cluster.protocol.wire import MIN_DATETIME_TEXT, ClientRole, format_datetime
+from cfs_cluster.protocol.wire import (
+    MIN_DATETIME_TEXT,
+    ClientRole,
+    format_datetime,
+    parse_datetime,
+    parse_enum,
+    unix_from_ticks,
+)
 
 if TYPE_CHECKING:
     from cfs_cluster.agent import AgentSettings, RoleChange
+    from cfs_cluster.agent.agent import EndpointHealth
+    from cfs_cluster.agent.health import DeviceStatus, FailoverHealth
+    from cfs_cluster.facet.store import ConfigStore
 
 __all__ = [
     "Action",
@@ -44,6 +62,8 @@ __all__ = [
     "FailoverState",
     "RunningAgent",
     "agent_settings",
+    "format_score",
+    "format_seed_time",
     "plan",
 ]
 
@@ -54,21 +74,85 @@ _MICROSECOND = dt.timedelta(microseconds=1)
 
 @dataclass(frozen=True)
 class FailoverState:
-    """What ``GET api/v1/diagnostics/FailoverState`` reports (seed 002; spec §5.2, §5.7)."""
+    """What ``GET api/v1/diagnostics/FailoverState`` reports (seed 002; spec §5.2, §5.7).
+
+    The seed's four properties come first, in its shape; the rest are ours (clients that know
+    only the seed's ignore them).
+    """
 
     role: ClientRole = ClientRole.Secondary
     last_data_processed: dt.datetime | None = None
     failover_score: float = 0.0
     # The adapter framework's REST answer always says Running; Shutdown is only ever persisted.
     adapter_state: str = "Running"
+    mode: str | None = None  # configured
+    applied_mode: str | None = None  # what a Secondary's components follow now (spec §5.4)
+    endpoint_status: str | None = None
+    last_error: str | None = None
+    last_error_time: dt.datetime | None = None
+    next_attempt_time: dt.datetime | None = None
+    epoch: int | None = None
+    grant_valid_for: float | None = None  # seconds the Primary grant has left
 
     def to_json(self) -> dict[str, Any]:
         return {
             "Role": self.role.name,
+            "LastDataProcessedTime": format_seed_time(self.last_data_processed),
+            "FailoverStatus": format_score(self.failover_score),
+            "AdapterState": self.adapter_state,
+            "FailoverScore": self.failover_score,
+            "Mode": self.mode,
+            "AppliedMode": self.applied_mode,
+            "EndpointStatus": self.endpoint_status,
+            "LastError": self.last_error,
+            "LastErrorTime": _optional_time(self.last_error_time),
+            "NextAttemptTime": _optional_time(self.next_attempt_time),
+            "Epoch": self.epoch,
+            "GrantValidFor": self.grant_valid_for,
+        }
+
+    def to_saved(self, adapter_state: str) -> dict[str, Any]:
+        """The ``System_FailoverState`` document (spec §5.7)."""
+        return {
+            "Role": self.role.name,
             "LastDataProcessedTime": format_time(self.last_data_processed),
             "FailoverScore": self.failover_score,
-            "AdapterState": self.adapter_state,
+            "AdapterState": adapter_state,
         }
+
+
+def format_score(score: float) -> str:
+    """The score as the adapter framework's ``FailoverStatus`` text: a .NET ``float`` written
+    the shortest way that reads back the same single-precision value (95 → "95", 99.5 →
+    "99.5", 1/3 → "0.33333334")."""
+    single = _single(score)
+    for digits in range(1, 10):
+        text = f"{single:.{digits}g}"
+        if _single(float(text)) == single:
+            break
+    value = decimal.Decimal(text)
+    if value == 0 or abs(value) >= decimal.Decimal("1e-4"):
+        return format(value.normalize(), "f")
+    mantissa, _, exponent = f"{value:e}".partition("e")
+    return f"{decimal.Decimal(mantissa).normalize()}E{exponent[0]}{exponent[1:].zfill(2)}"
+
+
+def _single(value: float) -> float:
+    return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
+def format_seed_time(value: dt.datetime | None) -> str:
+    """UTC as the seed writes it: ``2021-01-01T00:00:00``, a fraction only when there is one."""
+    if value is None:
+        return MIN_DATETIME_TEXT
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    utc = aware.astimezone(dt.UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{utc.microsecond:06d}".rstrip("0") if utc.microsecond else "")
+
+
+def _optional_time(value: dt.datetime | None) -> str | None:
+    return None if value is None else format_time(value)
 
 
 def format_time(value: dt.datetime | None) -> str:
@@ -114,20 +198,22 @@ def _active(config: ClientFailoverConfig | None) -> bool:
 
 
 def _identity(config: ClientFailoverConfig) -> tuple[Any, ...]:
-    """Changing any of these means another server or group: the session must move."""
-    return (config.endpoint, config.validate_endpoint_certificate, config.failover_group_id)
+    """Changing the group means another session: it must move."""
+    return (config.failover_group_id,)
 
 
 def _tuning(config: ClientFailoverConfig) -> tuple[Any, ...]:
-    """Changing any of these keeps the session; the agent restarts with new settings."""
+    """Changing any of these keeps the session; the agent adopts them in place."""
     return (
+        config.endpoint,
+        config.validate_endpoint_certificate,
         config.username,
         config.password,
         config.client_id,
         config.client_secret,
         config.token_endpoint,
         config.failover_timeout,
-        config.mode,
+        config.behaviour,
     )
 
 
@@ -155,17 +241,45 @@ class RunningAgent(Protocol):
 
     async def stop(self, unregister: bool = True) -> None: ...
 
+    async def reconfigure(self, settings: AgentSettings) -> None: ...
+
     @property
     def role(self) -> ClientRole: ...
+
+    @property
+    def epoch(self) -> int | None: ...
 
     @property
     def server_last_data_processed(self) -> dt.datetime | None: ...
 
     @property
+    def last_data_processed(self) -> dt.datetime | None: ...
+
+    @property
     def failover_score(self) -> float: ...
 
+    @property
+    def mode(self) -> str: ...
 
-AgentFactory = Callable[[ClientFailoverConfig, str], RunningAgent]
+    @property
+    def applied_mode(self) -> str: ...
+
+    @property
+    def endpoint_health(self) -> EndpointHealth: ...
+
+    def grant_remaining(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a new agent starts from (spec §5.7) and whom it tells about changes."""
+
+    role: ClientRole = ClientRole.Secondary
+    last_data_processed: dt.datetime | None = None
+    on_change: Callable[[], None] | None = None
+
+
+AgentFactory = Callable[[ClientFailoverConfig, str, Restored], RunningAgent]
 RoleCallback = Callable[["RoleChange"], Awaitable[None] | None]
 
 
@@ -179,7 +293,7 @@ def agent_settings(config: ClientFailoverConfig, session_id: str) -> AgentSettin
             group_id=config.failover_group_id,
             session_id=session_id,
             failover_timeout=config.failover_timeout,
-            mode=config.mode,
+            mode=config.behaviour,
             username=config.username,
             password=config.password,
             client_id=config.client_id,
@@ -198,6 +312,28 @@ def default_session_id() -> str:
     return f"{socket.gethostname()}.CfsFacet.{uuid.uuid4().hex[:12]}"
 
 
+def restored_from(saved: dict[str, Any] | None) -> Restored:
+    """Spec §5.7: after an ungraceful stop (the saved AdapterState is Running) or with nothing
+    saved, start as Secondary; after a graceful stop restore the saved role. The saved
+    LastDataProcessedTime is kept either way. Anything unreadable counts as not saved."""
+    if not saved:
+        return Restored()
+    ldpt: dt.datetime | None = None
+    try:
+        ticks = parse_datetime(saved.get("LastDataProcessedTime"), "LastDataProcessedTime")
+        if ticks > 0:
+            ldpt = dt.datetime.fromtimestamp(unix_from_ticks(ticks), dt.UTC)
+    except (BadRequest, TypeError):
+        pass
+    role = ClientRole.Secondary
+    if saved.get("AdapterState") == "Shutdown":
+        with contextlib.suppress(BadRequest):
+            role = parse_enum(ClientRole, saved.get("Role"), "Role")
+    if role == ClientRole.PendingPrimary:
+        role = ClientRole.Secondary
+    return Restored(role, ldpt)
+
+
 class AgentRuntime:
     """Runs at most one ``FailoverAgent`` and applies configuration changes to it.
 
@@ -207,6 +343,8 @@ class AgentRuntime:
         score: the FailoverScore source handed to the agent (None: the agent's default).
         on_role_change: called by the agent on every local role change.
         factory: builds the agent; tests pass a fake. Default: ``FailoverAgent``.
+        store: keeps ``System_FailoverState`` (spec §5.7); None keeps nothing.
+        health: the failover health to report to (spec §5.9); None reports nothing.
     """
 
     def __init__(
@@ -216,55 +354,117 @@ class AgentRuntime:
         score: Callable[[], float] | None = None,
         on_role_change: RoleCallback | None = None,
         factory: AgentFactory | None = None,
+        store: ConfigStore | None = None,
+        health: FailoverHealth | None = None,
     ) -> None:
         self.session_id = session_id or default_session_id()
         self._score = score
         self._on_role_change = on_role_change
         self._factory = factory or self._real_agent
+        self._store = store
+        self._health = health
         self._config: ClientFailoverConfig | None = None
         self._agent: RunningAgent | None = None
         self._starting: asyncio.Task[None] | None = None
         self._closed = False
+        self._first_start = True
+        self._quiet = False  # stopping: the agent's last role change is not a state to save
+        self._saved: tuple[ClientRole, float] | None = None
         self._lock = asyncio.Lock()
 
     @property
     def agent(self) -> RunningAgent | None:
         return self._agent
 
-    def _real_agent(self, config: ClientFailoverConfig, session_id: str) -> RunningAgent:
+    def _real_agent(
+        self, config: ClientFailoverConfig, session_id: str, restored: Restored
+    ) -> RunningAgent:
         from cfs_cluster.agent import FailoverAgent
 
         settings = agent_settings(config, session_id)
         agent: RunningAgent = FailoverAgent(
-            settings, score=self._score, on_role_change=self._on_role_change
+            settings,
+            score=self._score,
+            on_role_change=self._on_role_change,
+            on_change=restored.on_change,
+            restored_role=restored.role,
+            last_data_processed=restored.last_data_processed,
         )
         return agent
 
     async def apply(self, config: ClientFailoverConfig | None) -> str:
         async with self._lock:
             action = plan(self._config, config)
-            # Build the new agent first: a configuration it refuses changes nothing.
-            fresh = self._factory(config, self.session_id) if config and action in _STARTS else None
-            if action in _STOPS:
-                await self._halt(unregister=action is not Action.RELOAD)
-            if fresh is not None:
-                self._launch(fresh)
+            if action is Action.RELOAD and self._agent is not None and config is not None:
+                # Checked first: settings the agent refuses change nothing.
+                settings = agent_settings(config, self.session_id)
+                await self._settled()
+                await self._agent.reconfigure(settings)
+            else:
+                await self._replace(action, config)
             self._config = config
+            self._report_asset()
+            self._on_agent_change()
             return _describe(action, config, self.session_id)
+
+    async def _replace(self, action: Action, config: ClientFailoverConfig | None) -> None:
+        """START, STOP, RESTART: a new agent (built first: one it refuses changes nothing)."""
+        fresh = None
+        if config is not None and action in _STARTS:
+            fresh = self._factory(config, self.session_id, self._restored())
+        if action in _STOPS:
+            await self._halt(unregister=True)
+        if action is Action.STOP and self._store is not None:
+            self._store.save_state(None)  # spec §5.3 item 7: failover off, the state goes
+            self._saved = None
+        if fresh is not None:
+            self._launch(fresh)
+
+    def _restored(self) -> Restored:
+        """Only the process's first agent starts from the saved state; a later one (a new
+        group) starts as Secondary."""
+        restored = Restored()
+        if self._first_start and self._store is not None:
+            restored = restored_from(self._store.load_state())
+            if restored.role != ClientRole.Secondary:
+                log.info(
+                    "Restoring the failover role %s saved at a graceful stop.", restored.role.name
+                )
+        self._first_start = False
+        return Restored(restored.role, restored.last_data_processed, self._on_agent_change)
 
     def state(self) -> FailoverState:
         agent = self._agent
         if agent is None:
-            return FailoverState(adapter_state="Shutdown" if self._closed else "Running")
+            return FailoverState(
+                adapter_state="Shutdown" if self._closed else "Running",
+                mode=self._config.mode if self._config is not None else None,
+            )
+        health = agent.endpoint_health
+        grant = agent.grant_remaining()
         return FailoverState(
             role=agent.role,
-            last_data_processed=agent.server_last_data_processed,
+            last_data_processed=agent.server_last_data_processed or agent.last_data_processed,
             failover_score=agent.failover_score,
+            mode=self._config.mode if self._config is not None else agent.mode,
+            applied_mode=agent.applied_mode,
+            endpoint_status=str(health.status),
+            last_error=health.last_error,
+            last_error_time=health.last_error_time,
+            next_attempt_time=health.next_attempt_time,
+            epoch=agent.epoch,
+            grant_valid_for=round(grant, 3) if agent.role == ClientRole.Primary else None,
         )
 
     async def close(self) -> None:
+        """Graceful stop: save the state as Shutdown (keeping the role), then unregister."""
         async with self._lock:
+            await self._settled()
+            last = self.state() if self._agent is not None else None
+            self._quiet = True
             await self._halt(unregister=True)
+            if last is not None and self._store is not None:
+                self._store.save_state(last.to_saved("Shutdown"))
             self._closed = True
 
     async def started(self) -> None:
@@ -272,19 +472,69 @@ class AgentRuntime:
         if self._starting is not None:
             await asyncio.shield(self._starting)
 
+    def _on_agent_change(self) -> None:
+        """The agent's role, score, mode or endpoint status changed: save and report."""
+        if self._quiet:
+            return
+        state = self.state()
+        if self._agent is not None and self._store is not None:
+            key = (state.role, state.failover_score)
+            if key != self._saved:  # spec §5.7: saved on every role or score change
+                self._saved = key
+                try:
+                    self._store.save_state(state.to_saved("Running"))
+                except Exception:
+                    log.exception("Could not save the failover state")
+        if self._health is not None:
+            self._health.report(
+                _device_status(self._agent),
+                state.failover_score,
+                state.role if self._agent is not None else None,
+            )
+
+    def _report_asset(self) -> None:
+        if self._health is None:
+            return
+        from cfs_cluster.agent.health import FailoverAsset
+
+        config = self._config
+        if config is None or not config.enabled:
+            self._health.set_asset(FailoverAsset())
+        else:
+            self._health.set_asset(
+                FailoverAsset(config.failover_group_id, config.mode, config.endpoint)
+            )
+
     def _launch(self, agent: RunningAgent) -> None:
         """Start in the background: the agent's first round trip can take its request timeout
         (an unreachable endpoint), and a configuration request should not wait for it."""
         self._agent = agent
         self._starting = asyncio.create_task(_start(agent), name="cfs-facet-agent-start")
 
-    async def _halt(self, *, unregister: bool) -> None:
+    async def _settled(self) -> None:
+        """Let a start in progress finish: stopping or reconfiguring half-way would race it."""
         if self._starting is not None:
-            await self._starting  # stopping half-way through start() would race it
+            await self._starting
             self._starting = None
+
+    async def _halt(self, *, unregister: bool) -> None:
+        await self._settled()
         if self._agent is not None:
             await self._agent.stop(unregister=unregister)
             self._agent = None
+
+
+def _device_status(agent: RunningAgent | None) -> DeviceStatus:
+    """The failover component's DeviceStatus (spec §5.9) for the agent's endpoint status."""
+    from cfs_cluster.agent.agent import EndpointStatus
+    from cfs_cluster.agent.health import DeviceStatus
+
+    if agent is None:
+        return DeviceStatus.NotConfigured
+    status = agent.endpoint_health.status
+    if status == EndpointStatus.NotConnected:
+        return DeviceStatus.Starting
+    return DeviceStatus.Good if status == EndpointStatus.Connected else DeviceStatus.DeviceInError
 
 
 async def _start(agent: RunningAgent) -> None:
@@ -294,8 +544,8 @@ async def _start(agent: RunningAgent) -> None:
         log.exception("The failover agent failed to start.")
 
 
-_STARTS = (Action.START, Action.RESTART, Action.RELOAD)
-_STOPS = (Action.STOP, Action.RESTART, Action.RELOAD)
+_STARTS = (Action.START, Action.RESTART)
+_STOPS = (Action.STOP, Action.RESTART)
 
 
 def _describe(action: Action, config: ClientFailoverConfig | None, session_id: str) -> str:
@@ -308,6 +558,7 @@ def _describe(action: Action, config: ClientFailoverConfig | None, session_id: s
     verbs = {
         Action.START: "failover on: registering session {s} in {w}",
         Action.RESTART: "failover moved: session {s} unregistered and re-registered in {w}",
-        Action.RELOAD: "failover settings reloaded for session {s} in {w} (still registered)",
+        Action.RELOAD: "failover settings adopted in place by session {s} in {w} "
+        "(role and grant kept)",
     }
     return verbs[action].format(s=session_id, w=where)

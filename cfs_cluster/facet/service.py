@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cfs_cluster.errors import BadRequest, Conflict, NotFound
+from cfs_cluster.facet.healthendpoints import (
+    health_json,
+    parse_health_endpoint,
+    parse_health_endpoints,
+    unmask_health,
+)
 from cfs_cluster.facet.model import (
     ClientFailoverConfig,
     merge_patch,
@@ -21,6 +27,9 @@ from cfs_cluster.facet.model import (
 )
 from cfs_cluster.facet.runtime import FailoverRuntime, FailoverState
 from cfs_cluster.facet.store import ConfigStore
+
+if TYPE_CHECKING:
+    from cfs_cluster.agent.health import FailoverHealth, HealthEndpointSettings
 
 __all__ = ["ClientFailoverFacet"]
 
@@ -33,12 +42,22 @@ class ClientFailoverFacet:
     Args:
         runtime: applies configuration changes (``AgentRuntime``, or a fake in tests).
         store: where the configuration survives restarts; None keeps it in memory only.
+        health: where failover health goes (spec §5.9); the HealthEndpoints facet configures
+            its OMF endpoints. None: the endpoints are kept but nothing is sent.
     """
 
-    def __init__(self, runtime: FailoverRuntime, store: ConfigStore | None = None) -> None:
+    def __init__(
+        self,
+        runtime: FailoverRuntime,
+        store: ConfigStore | None = None,
+        *,
+        health: FailoverHealth | None = None,
+    ) -> None:
         self.runtime = runtime
         self.store = store
+        self.health = health
         self._config: ClientFailoverConfig | None = None
+        self._endpoints: tuple[HealthEndpointSettings, ...] = ()
         self._lock = asyncio.Lock()
 
     @property
@@ -48,13 +67,20 @@ class ClientFailoverFacet:
     async def start(self) -> None:
         """Load the stored configuration and make it effective (adapter start-up)."""
         stored = self.store.load() if self.store is not None else None
+        endpoints = parse_health_endpoints(self.store.load_health()) if self.store else ()
         async with self._lock:
+            self._set_endpoints(endpoints)
+            if self.health is not None:
+                self.health.start()
             log.info("Client failover at start-up: %s.", await self.runtime.apply(stored))
             self._config = stored
 
     async def stop(self) -> None:
-        """Adapter shutdown: stop failover (the runtime unregisters); the file stays."""
+        """Adapter shutdown: stop failover (the runtime unregisters), then say Shutdown on
+        the health endpoints; the files stay."""
         await self.runtime.close()
+        if self.health is not None:
+            await self.health.stop()
 
     def state(self) -> FailoverState:
         return self.runtime.state()
@@ -119,6 +145,85 @@ class ClientFailoverFacet:
                 self.get(config_id)
             await self._set(None)
 
+    # ----------------------------------------------------------------- health endpoints
+
+    @property
+    def health_endpoints(self) -> tuple[HealthEndpointSettings, ...]:
+        return self._endpoints
+
+    def health_endpoint(self, endpoint_id: str) -> HealthEndpointSettings:
+        for endpoint in self._endpoints:
+            if endpoint.id.lower() == endpoint_id.lower():
+                return endpoint
+        raise NotFound(
+            f"Health endpoint '{endpoint_id[:64]}' was not found.",
+            resolution="GET api/v1/configuration/System/HealthEndpoints lists them.",
+        )
+
+    async def add_health_endpoints(self, body: Any) -> tuple[HealthEndpointSettings, ...]:
+        """POST: add one endpoint or an array; 409 when an Id exists already."""
+        added = tuple(unmask_health(e, None) for e in parse_health_endpoints(body))
+        async with self._lock:
+            known = {e.id.lower() for e in self._endpoints}
+            for endpoint in added:
+                if endpoint.id.lower() in known:
+                    raise Conflict(
+                        f"Health endpoint '{endpoint.id[:64]}' already exists.",
+                        resolution="Use PUT to replace it, or DELETE it first.",
+                    )
+            self._save_endpoints(parse_health_endpoints([*self._json(), *_docs(added)]))
+        return added
+
+    async def replace_health_endpoints(self, body: Any) -> tuple[HealthEndpointSettings, ...]:
+        """PUT on the collection: the endpoints are exactly these."""
+        async with self._lock:
+            parsed = parse_health_endpoints(body)
+            endpoints = tuple(unmask_health(e, self._stored(e.id)) for e in parsed)
+            self._save_endpoints(endpoints)
+            return endpoints
+
+    async def replace_health_endpoint(self, endpoint_id: str, body: Any) -> HealthEndpointSettings:
+        """PUT on ``{id}``: replace that endpoint; 404 if it does not exist."""
+        async with self._lock:
+            current = self.health_endpoint(endpoint_id)
+            endpoint = unmask_health(parse_health_endpoint(body, default_id=current.id), current)
+            if endpoint.id.lower() != current.id.lower():
+                raise BadRequest(
+                    f"The body's Id '{endpoint.id[:64]}' differs from the URL's "
+                    f"'{endpoint_id[:64]}'.",
+                    parameters={"Id": endpoint.id[:64]},
+                )
+            self._save_endpoints(tuple(endpoint if e is current else e for e in self._endpoints))
+            return endpoint
+
+    async def delete_health_endpoints(self, endpoint_id: str | None) -> None:
+        """DELETE one (404 if absent) or, without an Id, all of them."""
+        async with self._lock:
+            if endpoint_id is None:
+                self._save_endpoints(())
+                return
+            gone = self.health_endpoint(endpoint_id)
+            self._save_endpoints(tuple(e for e in self._endpoints if e is not gone))
+
+    def _stored(self, endpoint_id: str) -> HealthEndpointSettings | None:
+        try:
+            return self.health_endpoint(endpoint_id)
+        except NotFound:
+            return None
+
+    def _json(self) -> list[dict[str, Any]]:
+        return _docs(self._endpoints)
+
+    def _save_endpoints(self, endpoints: tuple[HealthEndpointSettings, ...]) -> None:
+        if self.store is not None:
+            self.store.save_health(_docs(endpoints))
+        self._set_endpoints(endpoints)
+
+    def _set_endpoints(self, endpoints: tuple[HealthEndpointSettings, ...]) -> None:
+        self._endpoints = endpoints
+        if self.health is not None:
+            self.health.set_endpoints(endpoints)
+
     def _only(self) -> ClientFailoverConfig:
         if self._config is None:
             raise NotFound(
@@ -143,3 +248,7 @@ class ClientFailoverFacet:
             log.info("Client failover configuration deleted: %s.", done)
         else:
             log.info("Client failover configuration %r applied: %s.", config, done)
+
+
+def _docs(endpoints: tuple[HealthEndpointSettings, ...]) -> list[dict[str, Any]]:
+    return [health_json(e, masked=False) for e in endpoints]

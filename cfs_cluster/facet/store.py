@@ -1,4 +1,10 @@
-"""The one ClientFailover configuration on disk, so it survives a restart (spec §5.1, §5.7).
+"""The facet's files, so they survive a restart (spec §5.1, §5.7, §6.2).
+
+- ``System_ClientFailover.json``: the one ClientFailover configuration;
+- ``System_FailoverState.json``: the failover state (spec §5.7), saved on every role or score
+  change, ``AdapterState`` Running while up and Shutdown after a graceful stop;
+- ``System_HealthEndpoints.json``: the OMF endpoints failover health goes to;
+- ``System_FailoverSession.json``: the session id.
 
 The file is ``System_ClientFailover.json`` (the adapter framework's ``<ComponentId>_<facet>.json``
 naming), holding the seed's own form: an array of one configuration, or no file at all. Secrets
@@ -13,14 +19,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cfs_cluster.errors import BadRequest, CfsError
 from cfs_cluster.facet.model import ClientFailoverConfig, parse_config, single_entry
 
-__all__ = ["CONFIG_FILE", "SESSION_FILE", "ConfigStore"]
+__all__ = ["CONFIG_FILE", "HEALTH_FILE", "SESSION_FILE", "STATE_FILE", "ConfigStore"]
 
 CONFIG_FILE = "System_ClientFailover.json"
 SESSION_FILE = "System_FailoverSession.json"
+STATE_FILE = "System_FailoverState.json"
+HEALTH_FILE = "System_HealthEndpoints.json"
 
 
 class ConfigStore:
@@ -58,6 +67,52 @@ class ConfigStore:
             self._write(self.path, [config.to_json(masked=False)])
         except OSError as exc:
             raise CfsError(f"Cannot save the configuration to {self.path}: {exc}") from exc
+
+    def load_state(self) -> dict[str, Any] | None:
+        """The saved failover state, None if there is none or it cannot be read.
+
+        An unreadable state is not fatal: the adapter then starts as after an ungraceful stop
+        (Secondary), which is always safe.
+        """
+        try:
+            body = json.loads((self.directory / STATE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
+
+    def save_state(self, state: dict[str, Any] | None) -> None:
+        """Replace the saved failover state; None deletes it (failover switched off)."""
+        path = self.directory / STATE_FILE
+        try:
+            if state is None:
+                path.unlink(missing_ok=True)
+            else:
+                self._write(path, state)
+        except OSError as exc:
+            raise CfsError(f"Cannot save the failover state to {path}: {exc}") from exc
+
+    def load_health(self) -> Any:
+        """The stored health endpoints document (an array), [] when there is none."""
+        path = self.directory / HEALTH_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise CfsError(
+                f"The stored health endpoints {path} are damaged: {exc}",
+                resolution="Fix or delete the file, then start again.",
+            ) from exc
+
+    def save_health(self, document: list[dict[str, Any]]) -> None:
+        path = self.directory / HEALTH_FILE
+        try:
+            if document:
+                self._write(path, document)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise CfsError(f"Cannot save the health endpoints to {path}: {exc}") from exc
 
     def session_id(self, generate: str) -> str:
         """The adapter's session id: the stored one, else ``generate`` (stored from now on).

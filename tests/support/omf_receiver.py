@@ -199,8 +199,9 @@ class OmfReceiver:
         for item in body:
             if "containerid" in item:
                 series = self.store.values[item["containerid"]]
+                index = self._index_of(self.store.containers[item["containerid"]])
                 for value in item["values"]:
-                    stamp = value["Timestamp"]
+                    stamp = value[index]
                     if action == "update" or stamp not in series:
                         series[stamp] = [value]
                     else:
@@ -211,6 +212,12 @@ class OmfReceiver:
                 type_def = self.store.types[item["typeid"]]
                 index = next(k for k, p in type_def["properties"].items() if p.get("isindex"))
                 self.store.static[item["typeid"]].update(v[index] for v in item["values"])
+
+    def _index_of(self, type_id: str) -> str:
+        """The type's index property (``Timestamp`` for the service, ``Time`` for the
+        adapter framework's health types): a value without it is malformed."""
+        properties = self.store.types[type_id]["properties"]
+        return next(name for name, p in properties.items() if p.get("isindex"))
 
     def _check_ref(self, ref: dict[str, Any]) -> None:
         if "containerid" in ref:

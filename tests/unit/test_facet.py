@@ -24,7 +24,16 @@ from cfs_cluster.errors import BadRequest, CfsError
 from cfs_cluster.facet import ClientFailoverConfig, ClientFailoverFacet, create_router
 from cfs_cluster.facet.app import canonical_path, create_app
 from cfs_cluster.facet.model import MASK, format_timeout, parse_config
-from cfs_cluster.facet.runtime import Action, AgentRuntime, FailoverState, format_time, plan
+from cfs_cluster.facet.runtime import (
+    Action,
+    AgentRuntime,
+    FailoverState,
+    Restored,
+    format_score,
+    format_seed_time,
+    format_time,
+    plan,
+)
 from cfs_cluster.facet.store import CONFIG_FILE, ConfigStore
 from cfs_cluster.protocol.wire import ClientRole
 
@@ -201,16 +210,30 @@ class TestSeedExample:
         assert runtime.current is None
         state = client.get(STATE)
         assert state.status_code == 200
-        assert set(state.json()) == {
+        assert list(state.json())[:4] == [
             "Role",
             "LastDataProcessedTime",
-            "FailoverScore",
+            "FailoverStatus",
             "AdapterState",
-        }
+        ]
 
-    def test_the_seeds_mode_spelling_warn_is_warm(self, client: AppClient) -> None:
-        response = client.post(CONFIG, json=_with(Mode="Warn"))
-        assert response.json()["Mode"] == "Warm"
+    @pytest.mark.parametrize(
+        ("sent", "stored", "behaves_as"),
+        [
+            ("Warn", "Warn", "Warm"),
+            ("warn", "Warn", "Warm"),
+            ("NOTCONFIGURED", "NotConfigured", "None"),
+        ],
+    )
+    def test_the_seeds_and_frameworks_spellings_are_answered_as_stored(
+        self, client: AppClient, runtime: FakeRuntime, sent: str, stored: str, behaves_as: str
+    ) -> None:
+        """The seed's table says ``Warn``; the adapter framework says ``NotConfigured``."""
+        response = client.post(CONFIG, json=_with(Mode=sent))
+        assert response.json()["Mode"] == stored
+        assert client.get(CONFIG).json()[0]["Mode"] == stored
+        assert runtime.current is not None and runtime.current.behaviour == behaves_as
+        assert runtime.current.enabled is (behaves_as != "None")
 
 
 # --------------------------------------------------------------------------- validation table
@@ -349,12 +372,14 @@ class TestValidation:
             expected
         )
 
-    def test_failover_timeout_defaults_to_one_minute_and_mode_to_hot(
-        self, client: AppClient
+    def test_failover_timeout_defaults_to_one_minute_and_mode_to_none(
+        self, client: AppClient, runtime: FakeRuntime
     ) -> None:
+        """The seed's defaults: a configuration without Mode is no failover."""
         stored = client.post(CONFIG, json=MINIMAL).json()
-        assert (stored["FailoverTimeout"], stored["Mode"]) == ("00:01:00", "Hot")
+        assert (stored["FailoverTimeout"], stored["Mode"]) == ("00:01:00", "None")
         assert stored["ValidateEndpointCertificate"] is True
+        assert runtime.current is not None and not runtime.current.enabled
 
     def test_property_names_in_any_casing(self, client: AppClient) -> None:
         body = {
@@ -600,19 +625,56 @@ class TestFailoverState:
         assert client.get(STATE).json() == {
             "Role": "Secondary",
             "LastDataProcessedTime": "0001-01-01T00:00:00",
-            "FailoverScore": 0.0,
+            "FailoverStatus": "0",
             "AdapterState": "Running",
+            "FailoverScore": 0.0,
+            "Mode": None,
+            "AppliedMode": None,
+            "EndpointStatus": None,
+            "LastError": None,
+            "LastErrorTime": None,
+            "NextAttemptTime": None,
+            "Epoch": None,
+            "GrantValidFor": None,
         }
 
-    def test_reports_the_runtime(self, client: AppClient, runtime: FakeRuntime) -> None:
+    def test_the_seeds_example_shape(self, client: AppClient, runtime: FakeRuntime) -> None:
+        """The seed's own example answer, property for property, then our extras."""
         when = dt.datetime(2021, 1, 1, tzinfo=dt.UTC)
-        runtime.fixed_state = FailoverState(ClientRole.Primary, when, 95.0)
-        assert client.get(STATE).json() == {
+        runtime.fixed_state = FailoverState(ClientRole.Primary, when, 95.0, epoch=7)
+        body = client.get(STATE).json()
+        assert dict(list(body.items())[:4]) == {
             "Role": "Primary",
-            "LastDataProcessedTime": "2021-01-01T00:00:00.0000000Z",
-            "FailoverScore": 95.0,
+            "LastDataProcessedTime": "2021-01-01T00:00:00",
+            "FailoverStatus": "95",
             "AdapterState": "Running",
         }
+        assert (body["FailoverScore"], body["Epoch"]) == (95.0, 7)
+
+    @pytest.mark.parametrize(
+        ("score", "text"),
+        [
+            (95.0, "95"),
+            (100.0, "100"),
+            (0.0, "0"),
+            (99.5, "99.5"),
+            (1 / 3, "0.33333334"),
+            (0.1, "0.1"),
+            (75.25, "75.25"),
+            (1e-5, "1E-05"),
+        ],
+    )
+    def test_failover_status_is_the_score_as_dotnet_writes_a_float(
+        self, score: float, text: str
+    ) -> None:
+        assert format_score(score) == text
+
+    def test_seed_times(self) -> None:
+        assert format_seed_time(None) == "0001-01-01T00:00:00"
+        assert format_seed_time(dt.datetime(2021, 1, 1)) == "2021-01-01T00:00:00"
+        plus_two = dt.timezone(dt.timedelta(hours=2))
+        when = dt.datetime(2021, 1, 1, 2, 0, 0, 250000, tzinfo=plus_two)
+        assert format_seed_time(when) == "2021-01-01T00:00:00.25"
 
     def test_times_are_dotnet_utc(self) -> None:
         assert format_time(None) == "0001-01-01T00:00:00"
@@ -680,11 +742,25 @@ class TestPersistence:
 
 
 class FakeAgent:
-    def __init__(self, config: ClientFailoverConfig, session_id: str, log: list[str]) -> None:
+    """The RunningAgent protocol, logging what the runtime asks of it."""
+
+    def __init__(
+        self, config: ClientFailoverConfig, session_id: str, restored: Restored, log: list[str]
+    ) -> None:
         self.config, self.session_id, self.log = config, session_id, log
+        self.restored = restored
         self.role = ClientRole.Secondary
+        self.epoch: int | None = None
         self.server_last_data_processed: dt.datetime | None = None
+        self.last_data_processed = restored.last_data_processed
         self.failover_score = 0.0
+        self.mode = self.applied_mode = config.behaviour
+        from cfs_cluster.agent.agent import EndpointHealth
+
+        self.endpoint_health = EndpointHealth()
+
+    def grant_remaining(self) -> float:
+        return 1.0 if self.role == ClientRole.Primary else 0.0
 
     async def start(self) -> None:
         self.log.append(f"start {self.config.failover_group_id} {self.session_id}")
@@ -693,13 +769,16 @@ class FakeAgent:
     async def stop(self, unregister: bool = True) -> None:
         self.log.append(f"stop {self.config.failover_group_id} unregister={unregister}")
 
+    async def reconfigure(self, settings: Any) -> None:
+        self.log.append(f"reconfigure {settings.group_id} timeout={settings.failover_timeout:g}")
+
 
 def _config(**changes: Any) -> ClientFailoverConfig:
-    return parse_config(_with(**{"Id": "cfg", **changes}))
+    return parse_config(_with(**{"Id": "cfg", "Mode": "Hot", **changes}))
 
 
 class TestRuntime:
-    """How configuration changes take effect at runtime (spec §5.3 item 6)."""
+    """How configuration changes take effect at runtime (spec §5.3 item 6, §5.4)."""
 
     @pytest.mark.parametrize(
         ("old", "new", "action"),
@@ -707,16 +786,18 @@ class TestRuntime:
             (None, None, Action.NOTHING),
             (None, {}, Action.START),
             (None, {"Mode": "None"}, Action.NOTHING),
+            (None, {"Mode": "NotConfigured"}, Action.NOTHING),
             ({}, None, Action.STOP),
             ({}, {"Mode": "None"}, Action.STOP),
             ({"Mode": "None"}, {"Mode": "Cold"}, Action.START),
-            ({}, {"Endpoint": "http://other/api/v1/clientfailover"}, Action.RESTART),
-            ({}, {"ValidateEndpointCertificate": False}, Action.RESTART),
             ({}, {"FailoverGroupId": "Line2"}, Action.RESTART),
+            ({}, {"Endpoint": "http://other/api/v1/clientfailover"}, Action.RELOAD),
+            ({}, {"ValidateEndpointCertificate": False}, Action.RELOAD),
             ({}, {"UserName": "u", "Password": "p"}, Action.RELOAD),
             ({}, {"ClientId": "c", "ClientSecret": "s"}, Action.RELOAD),
             ({}, {"FailoverTimeout": "00:00:30"}, Action.RELOAD),
             ({}, {"Mode": "Warm"}, Action.RELOAD),
+            ({"Mode": "Warm"}, {"Mode": "Warn"}, Action.NOTHING),
             ({}, {"Name": "n", "Description": "d", "Id": "other"}, Action.NOTHING),
         ],
     )
@@ -733,12 +814,14 @@ class TestRuntime:
     async def _applies_each_plan(self) -> None:
         log: list[str] = []
         runtime = AgentRuntime(
-            session_id="s1", factory=lambda config, sid: FakeAgent(config, sid, log)
+            session_id="s1", factory=lambda config, sid, rs: FakeAgent(config, sid, rs, log)
         )
         assert "registering session s1" in await runtime.apply(_config())
         await runtime.started()
         assert runtime.state().role is ClientRole.Primary
         await runtime.apply(_config(FailoverTimeout="00:00:30"))
+        assert runtime.state().role is ClientRole.Primary  # the same agent: nothing restarted
+        await runtime.apply(_config(FailoverTimeout="00:00:30", Endpoint="http://n2/api"))
         await runtime.apply(_config(FailoverGroupId="Line2"))
         await runtime.apply(_config(FailoverGroupId="Line2", Name="cosmetic"))
         await runtime.apply(None)
@@ -747,8 +830,8 @@ class TestRuntime:
         assert runtime.state().adapter_state == "Shutdown"
         assert log == [
             "start Line1 s1",
-            "stop Line1 unregister=False",
-            "start Line1 s1",
+            "reconfigure Line1 timeout=30",
+            "reconfigure Line1 timeout=30",
             "stop Line1 unregister=True",
             "start Line2 s1",
             "stop Line2 unregister=True",
@@ -758,12 +841,90 @@ class TestRuntime:
         log: list[str] = []
 
         async def scenario() -> None:
-            runtime = AgentRuntime(factory=lambda config, sid: FakeAgent(config, sid, log))
+            runtime = AgentRuntime(factory=lambda c, sid, rs: FakeAgent(c, sid, rs, log))
             await runtime.apply(_config())
             await runtime.close()
 
         asyncio.run(scenario())
         assert log[-1] == "stop Line1 unregister=True"
+
+
+class TestSavedState:
+    """``System_FailoverState`` (spec §5.7): saved on role or score changes, restored by rule."""
+
+    @pytest.mark.parametrize(
+        ("saved", "role"),
+        [
+            (None, ClientRole.Secondary),
+            ({"Role": "Primary", "AdapterState": "Running"}, ClientRole.Secondary),  # a crash
+            ({"Role": "Primary", "AdapterState": "Shutdown"}, ClientRole.Primary),  # graceful
+            ({"Role": 1, "AdapterState": "Shutdown"}, ClientRole.Primary),
+            ({"Role": "PendingPrimary", "AdapterState": "Shutdown"}, ClientRole.Secondary),
+            ({"Role": "Boss", "AdapterState": "Shutdown"}, ClientRole.Secondary),
+        ],
+    )
+    def test_restore_rule(self, saved: dict[str, Any] | None, role: ClientRole) -> None:
+        from cfs_cluster.facet.runtime import restored_from
+
+        assert restored_from(saved).role is role
+
+    def test_the_saved_time_is_kept_either_way(self) -> None:
+        from cfs_cluster.facet.runtime import restored_from
+
+        saved = {
+            "Role": "Primary",
+            "AdapterState": "Running",
+            "LastDataProcessedTime": "2024-05-06T07:08:09.0000000Z",
+        }
+        when = restored_from(saved).last_data_processed
+        assert when == dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
+        assert restored_from({"LastDataProcessedTime": "garbage"}).last_data_processed is None
+
+    def test_runtime_saves_running_then_shutdown_and_restores(self, tmp_path: Path) -> None:
+        log: list[str] = []
+        agents: list[FakeAgent] = []
+
+        def factory(config: ClientFailoverConfig, sid: str, rs: Restored) -> FakeAgent:
+            agents.append(FakeAgent(config, sid, rs, log))
+            return agents[-1]
+
+        async def run_once() -> None:
+            runtime = AgentRuntime(session_id="s", factory=factory, store=ConfigStore(tmp_path))
+            await runtime.apply(_config())
+            await runtime.started()
+            agents[-1].failover_score = 100.0
+            assert agents[-1].restored.on_change is not None
+            agents[-1].restored.on_change()
+            saved = ConfigStore(tmp_path).load_state()
+            assert saved is not None
+            assert (saved["Role"], saved["AdapterState"]) == ("Primary", "Running")
+            await runtime.close()
+
+        asyncio.run(run_once())
+        saved = ConfigStore(tmp_path).load_state()
+        assert saved == {
+            "Role": "Primary",
+            "LastDataProcessedTime": "0001-01-01T00:00:00",
+            "FailoverScore": 100.0,
+            "AdapterState": "Shutdown",
+        }
+        asyncio.run(run_once())
+        assert agents[-1].restored.role is ClientRole.Primary
+
+    def test_failover_off_deletes_the_state(self, tmp_path: Path) -> None:
+        async def scenario() -> None:
+            runtime = AgentRuntime(
+                factory=lambda c, sid, rs: FakeAgent(c, sid, rs, []), store=ConfigStore(tmp_path)
+            )
+            await runtime.apply(_config())
+            await runtime.started()
+            runtime._on_agent_change()
+            assert ConfigStore(tmp_path).load_state() is not None
+            await runtime.apply(_config(Mode="None"))
+            assert ConfigStore(tmp_path).load_state() is None
+            await runtime.close()
+
+        asyncio.run(scenario())
 
 
 # --------------------------------------------------------------------------- embedding
@@ -794,3 +955,81 @@ def test_cli_has_a_facet_command() -> None:
         "/tmp/x",
         "127.0.0.1",
     )
+
+
+# --------------------------------------------------------------------------- health endpoints
+
+HEALTH = "/api/v1/configuration/System/HealthEndpoints"
+PI = {"Id": "PI", "Endpoint": "https://pi/piwebapi/omf", "UserName": "u", "Password": "pw"}
+
+
+class TestHealthEndpoints:
+    """The HealthEndpoints facet, configured as the adapter framework's (spec §6.2)."""
+
+    def test_verbs_masking_and_persistence(self, tmp_path: Path) -> None:
+        with AppClient(create_app(tmp_path, runtime=FakeRuntime())) as client:
+            assert client.get(HEALTH).json() == []
+            added = client.post(HEALTH, json={**PI, "Buffering": "None", "DebugExpiration": None})
+            assert added.status_code == 201 and added.json()["Password"] == MASK
+            _error(client.post(HEALTH, json={**PI, "Id": "pi"}), 409)
+            again = client.put(f"{HEALTH}/pi", json={**PI, "Password": MASK})
+            assert again.status_code == 200, again.text
+            _error(client.put(f"{HEALTH}/other", json=PI), 404)
+            _error(client.put(f"{HEALTH}/PI", json={**PI, "Id": "other"}))
+        [stored] = json.loads((tmp_path / "System_HealthEndpoints.json").read_text())
+        assert stored["Password"] == "pw"  # the mask sent back kept the secret
+        with AppClient(create_app(tmp_path, runtime=FakeRuntime())) as client:
+            assert [e["Id"] for e in client.get(HEALTH).json()] == ["PI"]
+            cds = {"Endpoint": "https://cds/omf", "ClientId": "c", "ClientSecret": "s"}
+            replaced = client.put(HEALTH, json=[PI, cds])
+            assert replaced.status_code == 200 and len(replaced.json()) == 2
+            assert client.delete(f"{HEALTH}/PI").status_code == 204
+            _error(client.delete(f"{HEALTH}/PI"), 404)
+            assert client.delete(HEALTH).status_code == 204
+            assert client.get(HEALTH).json() == []
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"Id": "x"}, "Endpoint"),
+            ({"Endpoint": "ftp://pi/omf"}, "Endpoint"),
+            ({"Endpoint": "https://pi/omf", "UserName": "u"}, "Password"),
+            ({"Endpoint": "https://pi/omf", "Password": MASK, "UserName": "u"}, "Password"),
+            ({"Endpoint": "https://pi/omf", "Bogus": 1}, "Bogus"),
+            (
+                {"Endpoint": "https://pi/omf", "ValidateEndpointCertificate": "no"},
+                "ValidateEndpointCertificate",
+            ),
+            ([PI, {**PI, "Id": "pi"}], "Id"),
+        ],
+    )
+    def test_bad_input_is_a_400_naming_the_field(
+        self, client: AppClient, body: Any, field: str
+    ) -> None:
+        error = _error(client.post(HEALTH, json=body))
+        assert field in error["Reason"], error
+        assert client.get(HEALTH).json() == []
+
+    def test_garbage_is_a_4xx(self, client: AppClient) -> None:
+        _error(client.post(HEALTH, content=b"{nope"))
+        _error(client.post(HEALTH, json=5))
+        _error(client.put(HEALTH, json=[PI] * 17))
+
+
+def test_endpoint_status_names_each_failure() -> None:
+    from cfs_cluster.agent.agent import EndpointStatus, endpoint_status
+    from cfs_cluster.agent.transport import (
+        EndpointNotFound,
+        EndpointUnavailable,
+        RateLimited,
+        Refused,
+        Unreachable,
+    )
+
+    assert endpoint_status(Unreachable("x")) is EndpointStatus.Unreachable
+    assert endpoint_status(EndpointUnavailable("x", status=503)) is EndpointStatus.Unavailable
+    assert endpoint_status(RateLimited("x", status=429)) is EndpointStatus.RateLimited
+    assert endpoint_status(EndpointNotFound("x", status=404)) is EndpointStatus.GroupNotFound
+    for status in (401, 403):
+        assert endpoint_status(Refused("x", status=status)) is EndpointStatus.CredentialsRefused
+    assert endpoint_status(Refused("x", status=400)) is EndpointStatus.Refused

@@ -27,10 +27,44 @@ API answers 409 to a changed definition (spec §6.4), so they must never change 
 Failures (no connection, 5xx, 429, 401/403) keep the messages in a bounded per-endpoint buffer
 and retry with exponential back-off, or exactly after ``Retry-After`` when the endpoint gives one.
 All of it runs in its own task with its own HTTP client: it never touches the heartbeat path.
+
+The adapter side's failover health (cfs_cluster/agent/health.py) posts through the same
+``sender``; the exports below are loaded lazily so that importing ``sender`` alone loads neither
+the engine nor the metrics (an adapter embeds the agent without them).
 """
 
-from cfs_cluster.ops.omf.egress import HealthEgress, HealthSource
-from cfs_cluster.ops.omf.messages import DeviceStatus, Message, Names, build_setup, split_message
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cfs_cluster.ops.omf.egress import HealthEgress, HealthSource
+    from cfs_cluster.ops.omf.messages import (
+        DeviceStatus,
+        Message,
+        Names,
+        build_setup,
+        split_message,
+    )
+
+_EXPORTS = {
+    "HealthEgress": "egress",
+    "HealthSource": "egress",
+    "DeviceStatus": "messages",
+    "Message": "messages",
+    "Names": "messages",
+    "build_setup": "messages",
+    "split_message": "messages",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "DeviceStatus",

@@ -14,7 +14,14 @@ from pathlib import Path
 from cfs_cluster.engine.configuration import HealthEndpoint
 from cfs_cluster.ops.metrics import Metrics
 from cfs_cluster.ops.omf.diagnostics import collect_diagnostics
-from cfs_cluster.ops.omf.messages import DeviceStatus, Message, Names, count_data, node_data
+from cfs_cluster.ops.omf.messages import (
+    DeviceStatus,
+    Message,
+    Names,
+    build_setup,
+    count_data,
+    node_data,
+)
 from cfs_cluster.ops.omf.sender import EndpointSender
 
 log = logging.getLogger("cfs.omf")
@@ -121,7 +128,7 @@ class HealthEgress:
             if endpoint_id not in self.senders:
                 log.info("Health endpoint '%s': sending OMF to %s.", endpoint_id, endpoint.endpoint)
                 self.senders[endpoint_id] = EndpointSender(
-                    endpoint, self.names, self._metrics, self._clock
+                    endpoint, build_setup(self.names), self._metrics, self._clock
                 )
 
     async def _send_shutdown(self) -> None:

@@ -1,4 +1,10 @@
-"""One health endpoint: setup first, then buffered data in order, with back-off and OAuth."""
+"""One health endpoint: setup first, then buffered data in order, with back-off and OAuth.
+
+The one OMF sender of the project: the service's health egress (egress.py) and the adapter
+side's failover health (cfs_cluster/agent/health.py) both post through ``EndpointSender``. It
+imports neither the engine nor the metrics (both only for type checking), so an adapter that
+embeds the agent loads no server part with it.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,17 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import IntEnum
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
-from cfs_cluster.engine.configuration import HealthEndpoint
-from cfs_cluster.ops.metrics import Metrics
-from cfs_cluster.ops.omf.messages import OMF_VERSION, Message, Names, build_setup, split_message
+from cfs_cluster.ops.omf.messages import OMF_VERSION, Message, split_message
+
+if TYPE_CHECKING:
+    from cfs_cluster.ops.metrics import Metrics
 
 log = logging.getLogger("cfs.omf")
 
@@ -33,18 +41,40 @@ REMEDY_409 = (
 )
 
 
+class OmfDestination(Protocol):
+    """An OMF endpoint's settings, as a health endpoint configuration gives them (spec §6.2)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def client_secret(self) -> str | None: ...
+    @property
+    def token_endpoint(self) -> str | None: ...
+    @property
+    def validate_certificate(self) -> bool: ...
+
+
 class _Outcome(IntEnum):
     DONE = 0  # accepted, or refused for good (logged): move on
     RETRY = 1  # keep it and wait
 
 
 class EndpointSender:
-    """One endpoint: setup first, then buffered data in order, with back-off."""
+    """One endpoint: ``setup`` (types, containers, static data, links) first, then buffered
+    data in order, with back-off."""
 
     def __init__(
         self,
-        endpoint: HealthEndpoint,
-        names: Names,
+        endpoint: OmfDestination,
+        setup: Iterable[Message],
         metrics: Metrics | None,
         clock: Callable[[], float] = time.monotonic,
         max_buffered: int = MAX_BUFFERED,
@@ -52,7 +82,7 @@ class EndpointSender:
         self.endpoint = endpoint
         self._metrics = metrics
         self._clock = clock
-        self._setup: deque[Message] = deque(m for s in build_setup(names) for m in split_message(s))
+        self._setup: deque[Message] = deque(m for s in setup for m in split_message(s))
         self._data: deque[Message] = deque()
         self._max_buffered = max_buffered
         self._not_before = 0.0
@@ -63,6 +93,10 @@ class EndpointSender:
     @property
     def buffered(self) -> int:
         return len(self._setup) + len(self._data)
+
+    def resend(self, setup: Iterable[Message]) -> None:
+        """Send ``setup`` again before any more data (a static asset that changed)."""
+        self._setup.extend(m for s in setup for m in split_message(s))
 
     def enqueue(self, message: Message) -> None:
         for part in split_message(message):
