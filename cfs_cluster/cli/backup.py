@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from cfs_cluster.cli.connect import connection, progress, progress_done
+from cfs_cluster.errors import BackupError
 from cfs_cluster.ops.backup import (
     BACKUP_PATH,
-    BackupError,
     read_backup,
     seed_data_dir,
     write_atomic,

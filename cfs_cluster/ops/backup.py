@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cfs_cluster import __version__, engine
-from cfs_cluster.errors import BadRequest
+from cfs_cluster.errors import BackupError
 from cfs_cluster.storage.journal import (
     SNAPSHOT_FILE,
     decode_snapshot,
@@ -46,7 +46,6 @@ __all__ = [
     "BACKUP_PATH",
     "FORMAT_VERSION",
     "Backup",
-    "BackupError",
     "BackupInfo",
     "encode_backup",
     "read_backup",
@@ -63,15 +62,6 @@ RAFT_FILES = ("raft.journal", "raft.meta", "raft.journal.meta", "raft.dump")
 _NO_OP = b"\x01"  # pysyncobj _COMMAND_TYPE.NO_OP, one byte
 # Classes a backup may contain besides cfs_cluster's own (the restricted unpickler).
 _ALLOWED_FOREIGN = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset")}
-
-
-class BackupError(BadRequest):
-    """A backup file is unreadable, or a restore target is not usable."""
-
-    default_error = "The backup cannot be used."
-    default_resolution = (
-        "Use an intact backup file written by `cfs backup`, and an empty data directory."
-    )
 
 
 @dataclass(frozen=True)

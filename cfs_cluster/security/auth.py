@@ -38,10 +38,18 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from cfs_cluster import engine
-from cfs_cluster.errors import BadRequest, CfsError, TooManyRequests, Unavailable
+from cfs_cluster.errors import (
+    BadRequest,
+    CfsError,
+    Forbidden,
+    InvalidToken,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
 from cfs_cluster.protocol.heartbeat import PING_PATH, READ_PATH, RELAY_PATH
 from cfs_cluster.security.memberauth import Caller
-from cfs_cluster.security.tokens import InvalidToken, Principal, TokenService
+from cfs_cluster.security.tokens import Principal, TokenService
 from cfs_cluster.settings import SecuritySettings
 
 __all__ = [
@@ -51,8 +59,6 @@ __all__ = [
     "USERS",
     "Authenticator",
     "Backoff",
-    "Forbidden",
-    "Unauthorized",
     "check_user_name",
     "hash_password",
     "parse_role",
@@ -87,22 +93,6 @@ NO_USERS_YET = (
 
 # scrypt cost: ~16 MiB and tens of milliseconds per hash; stored with the hash so it can grow.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 1 << 14, 8, 1
-
-
-class Unauthorized(CfsError):
-    """Missing or wrong credentials."""
-
-    status = 401
-    default_error = "Authentication is required."
-    default_resolution = "Send HTTP Basic credentials of a user of this service."
-
-
-class Forbidden(CfsError):
-    """Valid credentials of a user without the required role."""
-
-    status = 403
-    default_error = "The user is not allowed to perform this operation."
-    default_resolution = "Use an account of the administrators role."
 
 
 # --------------------------------------------------------------------------- passwords

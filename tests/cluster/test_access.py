@@ -40,7 +40,7 @@ from support.nodes import ADMIN, GROUPS, assert_error, basic, settings_for, unti
 from cfs_cluster import engine
 from cfs_cluster.api.app import create_app
 from cfs_cluster.cluster.node import Node
-from cfs_cluster.errors import TooManyRequests
+from cfs_cluster.errors import TooManyRequests, Unauthorized
 from cfs_cluster.security import auth
 from cfs_cluster.security.auth import ClientAddress
 from cfs_cluster.settings import SecuritySettings
@@ -319,7 +319,7 @@ async def _attempt(
         await authenticator.authenticate(_header(credentials), source)
     except TooManyRequests:
         return "429"
-    except auth.Unauthorized:
+    except Unauthorized:
         return "401"
     return "ok"
 
