@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import ssl
 import stat
 import sys
@@ -36,6 +35,8 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
+
+from cfs_cluster.settings import env
 
 __all__ = [
     "DEFAULT_URL",
@@ -157,10 +158,10 @@ def credentials(args: argparse.Namespace) -> Credentials:
     """Command line, then environment, then the profile file, then the defaults."""
     profile = load_profile(profile_path())
 
-    def pick(name: str, env: str) -> str | None:
+    def pick(name: str, variable: str) -> str | None:
         value = getattr(args, name, None)
         if value is None:
-            value = os.environ.get(env) or None
+            value = env(variable) or None
         if value is None:
             value = profile.get(name)
         return value
@@ -187,10 +188,10 @@ def node_urls(text: str) -> tuple[str, ...]:
 
 
 def profile_path() -> Path:
-    explicit = os.environ.get("CFS_CONFIG")
+    explicit = env("CFS_CONFIG")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    base = env("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "cfs" / "cli.toml"
 
 

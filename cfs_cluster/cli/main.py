@@ -27,16 +27,17 @@ from cfs_cluster.settings import (
     SecuritySettings,
     Settings,
     default_auth,
+    env,
+    env_flag,
+    env_float,
+    env_int,
+    environment,
     parse_address,
 )
 
 __all__ = ["EXIT_STORAGE_CORRUPT", "main"]
 
 EXIT_STORAGE_CORRUPT = 65  # EX_DATAERR: a data file is damaged; restore the node from a peer
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -58,104 +59,104 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "in brackets; an option on the command line wins.",
         formatter_class=_DefaultsFormatter,
     )
-    p.add_argument("--node-id", default=_env("CFS_NODE_ID"), help="unique member id [CFS_NODE_ID]")
+    p.add_argument("--node-id", default=env("CFS_NODE_ID"), help="unique member id [CFS_NODE_ID]")
     p.add_argument(
         "--api",
-        default=_env("CFS_API", f"127.0.0.1:{DEFAULT_API_PORT}"),
+        default=env("CFS_API", f"127.0.0.1:{DEFAULT_API_PORT}"),
         help="HOST:PORT of the REST API [CFS_API]",
     )
     p.add_argument(
         "--raft",
-        default=_env("CFS_RAFT", f"127.0.0.1:{DEFAULT_RAFT_PORT}"),
+        default=env("CFS_RAFT", f"127.0.0.1:{DEFAULT_RAFT_PORT}"),
         help="HOST:PORT for Raft [CFS_RAFT]",
     )
     p.add_argument(
         "--peers",
-        default=_env("CFS_PEERS", ""),
+        default=env("CFS_PEERS", ""),
         help="other members' Raft HOST:PORT, comma-separated [CFS_PEERS]",
     )
     p.add_argument(
         "--data-dir",
-        default=_env("CFS_DATA_DIR", "./cfs-data"),
+        default=env("CFS_DATA_DIR", "./cfs-data"),
         help="journal and snapshot directory [CFS_DATA_DIR]",
     )
     p.add_argument(
         "--raft-password",
-        default=_env("CFS_RAFT_PASSWORD"),
+        default=env("CFS_RAFT_PASSWORD"),
         help="cluster secret encrypting Raft traffic [CFS_RAFT_PASSWORD]",
     )
     p.add_argument(
         "--advertise-url",
-        default=_env("CFS_ADVERTISE_URL"),
+        default=env("CFS_ADVERTISE_URL"),
         help="API URL other members use to reach this node [CFS_ADVERTISE_URL]",
     )
     p.add_argument(
         "--dev",
         action="store_true",
-        default=(_env("CFS_DEV") or "").lower() in ("1", "true", "yes"),
+        default=env_flag("CFS_DEV"),
         help="a local test node: loopback only, no Raft password needed, and open "
         "(--auth off) unless CFS_BOOTSTRAP_ADMIN or --auth is given [CFS_DEV=1]",
     )
     p.add_argument(
         "--log-level",
-        default=_env("CFS_LOG_LEVEL", "information"),
+        default=env("CFS_LOG_LEVEL", "information"),
         help="Verbose|Debug|Information|Warning|Error|Fatal [CFS_LOG_LEVEL]",
     )
     p.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default=_env("CFS_LOG_FORMAT", "text"),
+        default=env("CFS_LOG_FORMAT", "text"),
         help="[CFS_LOG_FORMAT]",
     )
     p.add_argument(
         "--election-timeout",
         type=float,
-        default=float(_env("CFS_ELECTION_TIMEOUT", "0.5") or 0.5),
+        default=env_float("CFS_ELECTION_TIMEOUT", 0.5),
         help="Raft minimum election timeout, seconds [CFS_ELECTION_TIMEOUT]",
     )
     _security_arguments(p)
     p.add_argument(
         "--health-interval",
         type=float,
-        default=float(_env("CFS_HEALTH_INTERVAL", "60") or 60),
+        default=env_float("CFS_HEALTH_INTERVAL", 60),
         help="seconds between OMF health messages [CFS_HEALTH_INTERVAL]",
     )
     p.add_argument(
         "--cluster-name",
-        default=_env("CFS_CLUSTER_NAME", "cfs"),
+        default=env("CFS_CLUSTER_NAME", "cfs"),
         help="name of the cluster's element in PI [CFS_CLUSTER_NAME]",
     )
     p.add_argument(
         "--drain-seconds",
         type=float,
-        default=float(_env("CFS_DRAIN_SECONDS", "0") or 0),
+        default=env_float("CFS_DRAIN_SECONDS", 0),
         help="on SIGTERM: answer /readyz 503, hand leadership over, and keep serving this "
         "long before stopping (use >= the load balancer's detection time) [CFS_DRAIN_SECONDS]",
     )
     p.add_argument(
         "--unsafe-no-fsync",
         action="store_true",
-        default=_env("CFS_UNSAFE_NO_FSYNC") == "1",
+        default=env("CFS_UNSAFE_NO_FSYNC") == "1",
         help="do not fdatasync the journal: a power loss can then lose acknowledged writes "
         "and votes (throwaway test clusters only) [CFS_UNSAFE_NO_FSYNC=1]",
     )
     p.add_argument(
         "--request-read-timeout",
         type=float,
-        default=float(_env("CFS_REQUEST_READ_TIMEOUT", "10") or 10),
+        default=env_float("CFS_REQUEST_READ_TIMEOUT", 10),
         help="seconds a client may take to send a request, headers and body; slower "
         "connections are closed [CFS_REQUEST_READ_TIMEOUT]",
     )
     p.add_argument(
         "--max-connections",
         type=int,
-        default=int(_env("CFS_MAX_CONNECTIONS", "4096") or 4096),
+        default=env_int("CFS_MAX_CONNECTIONS", 4096),
         help="concurrent connections and requests before new ones get 503 [CFS_MAX_CONNECTIONS]",
     )
     p.add_argument(
         "--leader-fallback",
         type=float,
-        default=float(_env("CFS_LEADER_FALLBACK", "1.0") or 1.0),
+        default=env_float("CFS_LEADER_FALLBACK", 1.0),
         help="seconds a leader keeps leading without a majority [CFS_LEADER_FALLBACK]",
     )
 
@@ -164,62 +165,62 @@ def _security_arguments(p: argparse.ArgumentParser) -> None:
     """Auth, TLS and rate limits (docs/security.md). The bootstrap password is env-only."""
     p.add_argument(
         "--auth",
-        default=_env("CFS_AUTH"),
+        default=env("CFS_AUTH"),
         help="required (default): credentials on every call but health and the token "
         "endpoint; off: none, loopback only (the default with --dev) [CFS_AUTH]",
     )
     p.add_argument(
         "--trusted-proxies",
-        default=_env("CFS_TRUSTED_PROXIES", ""),
+        default=env("CFS_TRUSTED_PROXIES", ""),
         help="comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For names "
         "the client (the back-off counts per client) [CFS_TRUSTED_PROXIES]",
     )
     p.add_argument(
-        "--tls-cert", default=_env("CFS_TLS_CERT"), help="PEM certificate for HTTPS [CFS_TLS_CERT]"
+        "--tls-cert", default=env("CFS_TLS_CERT"), help="PEM certificate for HTTPS [CFS_TLS_CERT]"
     )
     p.add_argument(
-        "--tls-key", default=_env("CFS_TLS_KEY"), help="PEM private key for HTTPS [CFS_TLS_KEY]"
+        "--tls-key", default=env("CFS_TLS_KEY"), help="PEM private key for HTTPS [CFS_TLS_KEY]"
     )
     p.add_argument(
         "--tls",
         choices=("off", "self-signed"),
-        default=_env("CFS_TLS", "off"),
+        default=env("CFS_TLS", "off"),
         help="self-signed: generate a certificate in the data dir [CFS_TLS]",
     )
     p.add_argument(
         "--peer-ca-file",
-        default=_env("CFS_PEER_CA_FILE"),
+        default=env("CFS_PEER_CA_FILE"),
         help="PEM CA that issued the members' certificates; members verify each other "
         "against it instead of pinning the certificates they publish [CFS_PEER_CA_FILE]",
     )
     p.add_argument(
         "--heartbeat-rate-limit",
         type=float,
-        default=float(_env("CFS_HEARTBEAT_RATE_LIMIT", "0") or 0),
+        default=env_float("CFS_HEARTBEAT_RATE_LIMIT", 0),
         help="minimum seconds between a session's heartbeats, after a burst of 10; 0 = off [CFS_HEARTBEAT_RATE_LIMIT]",
     )
     p.add_argument(
         "--max-groups",
         type=int,
-        default=int(_env("CFS_MAX_GROUPS", "50000") or 50000),
+        default=env_int("CFS_MAX_GROUPS", 50000),
         help="groups the cluster holds at most; 0 = unlimited [CFS_MAX_GROUPS]",
     )
     p.add_argument(
         "--max-sessions-per-group",
         type=int,
-        default=int(_env("CFS_MAX_SESSIONS_PER_GROUP", "64") or 64),
+        default=env_int("CFS_MAX_SESSIONS_PER_GROUP", 64),
         help="client sessions per group at most; 0 = unlimited [CFS_MAX_SESSIONS_PER_GROUP]",
     )
     p.add_argument(
         "--token-lifetime",
         type=int,
-        default=int(_env("CFS_TOKEN_LIFETIME", "3600") or 3600),
+        default=env_int("CFS_TOKEN_LIFETIME", 3600),
         help="seconds an OAuth access token is valid [CFS_TOKEN_LIFETIME]",
     )
 
 
 def _security_settings(args: argparse.Namespace) -> SecuritySettings:
-    bootstrap_admin = _env("CFS_BOOTSTRAP_ADMIN") or None
+    bootstrap_admin = env("CFS_BOOTSTRAP_ADMIN") or None
     return SecuritySettings(
         auth=(args.auth or default_auth(args.dev, bootstrap_admin)).strip().lower(),
         bootstrap_admin=bootstrap_admin,
@@ -344,9 +345,9 @@ def dev_cluster(args: argparse.Namespace) -> int:
     """
     n = args.nodes
     rafts = [f"127.0.0.1:{args.raft_port + i}" for i in range(n)]
-    bootstrap_admin = _env("CFS_BOOTSTRAP_ADMIN") or None
+    bootstrap_admin = env("CFS_BOOTSTRAP_ADMIN") or None
     auth = default_auth(True, bootstrap_admin)
-    env = {**os.environ, "CFS_RAFT_PASSWORD": secrets.token_urlsafe(32)}
+    child_env = {**environment(), "CFS_RAFT_PASSWORD": secrets.token_urlsafe(32)}
     procs: list[subprocess.Popen[bytes]] = []
     for i in range(n):
         cmd = [
@@ -357,7 +358,7 @@ def dev_cluster(args: argparse.Namespace) -> int:
             "--peers", ",".join(r for j, r in enumerate(rafts) if j != i),
             "--data-dir", str(Path(args.data_dir) / f"n{i + 1}"),
         ]  # fmt: skip
-        procs.append(subprocess.Popen(cmd, env=env))
+        procs.append(subprocess.Popen(cmd, env=child_env))
     urls = [f"http://127.0.0.1:{args.api_port + i}" for i in range(n)]
     print(f"cfs dev-cluster: {n} nodes starting (data in {args.data_dir}/)", flush=True)
     for i, url in enumerate(urls):
@@ -412,20 +413,20 @@ def _facet_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = sub.add_parser(
         "facet", help="serve the adapter-side ClientFailover configuration API and FailoverState"
     )
-    p.add_argument("--host", default=_env("CFS_FACET_HOST", "127.0.0.1"), help="[CFS_FACET_HOST]")
+    p.add_argument("--host", default=env("CFS_FACET_HOST", "127.0.0.1"), help="[CFS_FACET_HOST]")
     p.add_argument(
         "--port",
         type=int,
-        default=int(_env("CFS_FACET_PORT", "5590") or 5590),
+        default=env_int("CFS_FACET_PORT", 5590),
         help="[CFS_FACET_PORT]",
     )
     p.add_argument(
         "--data-dir",
-        default=_env("CFS_FACET_DATA_DIR", "./facet-data"),
+        default=env("CFS_FACET_DATA_DIR", "./facet-data"),
         help="where System_ClientFailover.json is kept [CFS_FACET_DATA_DIR]",
     )
     p.add_argument(
-        "--log-level", default=_env("CFS_LOG_LEVEL", "information"), help="[CFS_LOG_LEVEL]"
+        "--log-level", default=env("CFS_LOG_LEVEL", "information"), help="[CFS_LOG_LEVEL]"
     )
 
 
