@@ -25,7 +25,7 @@ from cfs_cluster import engine
 from cfs_cluster.cli.main import main
 from cfs_cluster.errors import BackupError
 from cfs_cluster.ops import backup
-from cfs_cluster.storage.journal import decode_snapshot
+from cfs_cluster.storage.snapshot import decode_snapshot
 
 ADMIN = ("root", "backup-admin-pw")
 ADAPTER = ("plc1", "plc1-pw")

@@ -290,7 +290,7 @@ def serve(args: argparse.Namespace) -> int:
     from cfs_cluster.api.server import run
     from cfs_cluster.cluster.node import Node
     from cfs_cluster.ops.logs import setup_logging
-    from cfs_cluster.storage.journal import StorageCorrupt
+    from cfs_cluster.storage.files import StorageCorrupt
 
     settings = build_settings(args)
     _check_administrator(settings)
