@@ -22,7 +22,7 @@ MAX_SIGNING_KEYS = 8  # bound on retired keys kept for verification, whatever th
 
 @dataclass
 class User(Upgradable):
-    """An API account. ``password_hash`` is computed before replication (auth.py), never here."""
+    """An API account. ``password_hash`` is computed before replication (security/passwords.py), never here."""
 
     name: str
     role: str  # "users" | "administrators"
