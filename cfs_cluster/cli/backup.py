@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cfs_cluster.cli.connect import connection, progress, progress_done
+from cfs_cluster.cli.connect import connection
+from cfs_cluster.cli.output import progress, progress_done
 from cfs_cluster.errors import BackupError
 from cfs_cluster.ops.backup import (
     BACKUP_PATH,

@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import ssl
 import stat
 import sys
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
-from rich.table import Table
 
+from cfs_cluster.cli.output import progress, progress_done
 from cfs_cluster.settings import env
 
 __all__ = [
@@ -44,20 +42,13 @@ __all__ = [
     "Connection",
     "Credentials",
     "add_connection_arguments",
-    "add_output_argument",
     "connection",
     "credentials",
     "load_profile",
     "node_urls",
-    "output_format",
-    "print_json",
-    "print_table",
     "profile_path",
-    "progress",
-    "progress_done",
     "reason",
     "refusal",
-    "table",
     "transport_problem",
 ]
 
@@ -98,20 +89,6 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
         default=keep,
         help="do not verify the node's TLS certificate",
     )
-
-
-def add_output_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--output",
-        "-o",
-        choices=("table", "json"),
-        default=argparse.SUPPRESS,
-        help="table (default) or json: the API's own objects",
-    )
-
-
-def output_format(args: argparse.Namespace) -> str:
-    return str(getattr(args, "output", "table"))
 
 
 # --------------------------------------------------------------------------- credentials
@@ -403,39 +380,3 @@ def _innermost(exc: BaseException) -> str:
 
 def _strerror(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc)
-
-
-# --------------------------------------------------------------------------- output
-
-
-def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
-
-
-def print_table(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
-) -> None:
-    Console(soft_wrap=False).print(table(columns, rows, title))
-
-
-def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> Table:
-    """A plain, narrow table (80 columns): no box lines, values as text ("-" for none)."""
-    grid = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for name in columns:
-        grid.add_column(name, overflow="fold")
-    for row in rows:
-        grid.add_row(*("-" if v is None else str(v) for v in row))
-    return grid
-
-
-def progress(text: str) -> None:
-    """Progress of a long-running command on the terminal's status line (stderr, tty only)."""
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r\x1b[K{text}")
-        sys.stderr.flush()
-
-
-def progress_done() -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
