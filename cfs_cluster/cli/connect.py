@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 
@@ -204,6 +204,14 @@ def load_profile(path: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- requests
 
 
+class RequestOptions(TypedDict, total=False):
+    """What ``Connection.request`` takes besides method and path."""
+
+    json_body: Any
+    params: dict[str, str] | None
+    timeout: float | None
+
+
 class Connection:
     """HTTP to the first node of ``urls`` that answers; it sticks to that node afterwards."""
 
@@ -249,17 +257,9 @@ class Connection:
             return last_503
         raise CliError("; ".join(failures))
 
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        params: dict[str, str] | None = None,
-        timeout: float | None = None,
-    ) -> Any:
+    def call(self, method: str, path: str, **options: Unpack[RequestOptions]) -> Any:
         """``request``, then the JSON body of a success (None when empty); CliError otherwise."""
-        response = self.request(method, path, json_body=json_body, params=params, timeout=timeout)
+        response = self.request(method, path, **options)
         if response.status_code >= 400:
             raise CliError(refusal(response, self.creds))
         if not response.content:
