@@ -13,8 +13,8 @@ import hashlib
 import hmac
 import os
 
+from cfs_cluster.engine import ADMINISTRATORS, USERS
 from cfs_cluster.errors import BadRequest
-from cfs_cluster.security.roles import ADMINISTRATORS, USERS
 
 __all__ = [
     "MAX_NAME_LENGTH",

@@ -6,24 +6,34 @@ from __future__ import annotations
 from cfs_cluster import engine
 from cfs_cluster.protocol.heartbeat import PING_PATH, READ_PATH, RELAY_PATH
 
-__all__ = ["ADMINISTRATORS", "MEMBERS", "ROUTE_ROLES", "USERS", "allows", "required_role"]
+__all__ = [
+    "ADMINISTRATORS",
+    "MEMBERS",
+    "ROUTE_ROLES",
+    "USERS",
+    "Role",
+    "allows",
+    "required_role",
+]
 
-USERS = "users"
-ADMINISTRATORS = engine.ADMINISTRATORS
+Role = engine.Role
+# The names the table below is written with. A record stores the plain string instead
+# (engine.USERS, engine.ADMINISTRATORS; passwords.parse_role returns those).
+USERS = Role.USERS
+ADMINISTRATORS = Role.ADMINISTRATORS
+MEMBERS = Role.MEMBERS  # the internal channel's routes: no account may call them
+
 _GROUP = "/api/v1/clientfailover/groups/{group_id}"
 _SESSION = _GROUP + "/clientsessions/{session_id}"
 _CONFIG = "/api/v1/configuration"
 _ANYONE = None  # public: no credentials needed
-# The members' internal channel: no user may call it; the front door serves these routes only
-# to a request whose member signature verifies (security/memberauth.py).
-MEMBERS = "members"
 
 # Who may call what: one row per route the app serves, (method, path template, role needed).
 # The front door reads a request's path as one of these routes (api/routes.py) and asks for
 # the role of that row; create_app refuses to start unless the rows and the app's routes are
 # the same set. docs/security.md "Authorization by route" is this table
 # (tests/test_authorization.py keeps them equal).
-ROUTE_ROLES: tuple[tuple[str, str, str | None], ...] = (
+ROUTE_ROLES: tuple[tuple[str, str, Role | None], ...] = (
     ("GET", "/healthz", _ANYONE),  # load balancers
     ("GET", "/readyz", _ANYONE),
     ("GET", "/identity/.well-known/openid-configuration", _ANYONE),
@@ -87,7 +97,7 @@ ROUTE_ROLES: tuple[tuple[str, str, str | None], ...] = (
 _ROLE_OF = {(method, template): role for method, template, role in ROUTE_ROLES}
 
 
-def required_role(method: str, template: str) -> str | None:
+def required_role(method: str, template: str) -> Role | None:
     """The role the route ``method template`` needs (None = public).
 
     ``template`` is a route's path template as api/routes.py matched it, never a request path:
@@ -95,7 +105,7 @@ def required_role(method: str, template: str) -> str | None:
     return _ROLE_OF[(method, template)]
 
 
-def allows(role: str, required: str) -> bool:
+def allows(role: str, required: Role) -> bool:
     """Whether an account of ``role`` may call a route that needs ``required``; no account may
     call a members-only route (only a member signature opens it)."""
     if required == MEMBERS:
