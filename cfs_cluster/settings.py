@@ -1,12 +1,18 @@
-"""Explicit, frozen settings objects, built by the CLI (cli/main.py reads the CFS_* environment for them).
+"""Explicit, frozen settings objects, and the one place the package reads the environment.
 
-The admin CLIs (cli/client.py) and backup/restore (ops/backup.py) still read their own variables
-(CFS_URL, CFS_USER, CFS_PASSWORD...): moving them here is open (see docs/architecture.md).
+The library takes its settings as arguments (``Settings`` and its parts, built by the CLI);
+nothing below ``cli/`` looks at the environment. The CLI reads its ``CFS_*`` variables only
+through ``env``, ``env_int``, ``env_float``, ``env_flag`` and ``environment`` here: every
+``cfs serve`` flag defaults to its variable (named in brackets in ``--help``), the admin commands
+read CFS_URL, CFS_USER, CFS_PASSWORD, CFS_CACERT and CFS_CONFIG, and `cfs restore` reads
+CFS_DATA_DIR, CFS_RAFT and CFS_PEERS. The agent and the facet are configured by the adapter
+that embeds them and read no environment.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +25,11 @@ __all__ = [
     "SecuritySettings",
     "Settings",
     "default_auth",
+    "env",
+    "env_flag",
+    "env_float",
+    "env_int",
+    "environment",
     "is_loopback",
     "parse_address",
 ]
@@ -26,6 +37,31 @@ __all__ = [
 DEFAULT_API_PORT = 5590
 DEFAULT_RAFT_PORT = 5690
 WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """The environment variable ``name``, or ``default`` when it is not set."""
+    return os.environ.get(name, default)
+
+
+def env_float(name: str, default: float) -> float:
+    """The variable ``name`` as a number; ``default`` when it is unset or empty."""
+    return float(os.environ.get(name) or default)
+
+
+def env_int(name: str, default: int) -> int:
+    """The variable ``name`` as a whole number; ``default`` when it is unset or empty."""
+    return int(os.environ.get(name) or default)
+
+
+def env_flag(name: str) -> bool:
+    """True when the variable ``name`` is ``1``, ``true`` or ``yes`` (any case)."""
+    return (os.environ.get(name) or "").lower() in ("1", "true", "yes")
+
+
+def environment() -> dict[str, str]:
+    """A copy of the whole environment, for a child process that inherits it."""
+    return dict(os.environ)
 
 
 def parse_address(text: str, default_port: int) -> tuple[str, int]:

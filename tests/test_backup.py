@@ -23,8 +23,9 @@ from support.clusterkit import Cluster
 
 from cfs_cluster import engine
 from cfs_cluster.cli.main import main
+from cfs_cluster.errors import BackupError
 from cfs_cluster.ops import backup
-from cfs_cluster.storage.journal import decode_snapshot
+from cfs_cluster.storage.snapshot import decode_snapshot
 
 ADMIN = ("root", "backup-admin-pw")
 ADAPTER = ("plc1", "plc1-pw")
@@ -88,12 +89,12 @@ def _malicious() -> bytes:
     ],
 )
 def test_damaged_backups_are_refused_with_a_clear_reason(damage: Any, words: str) -> None:
-    with pytest.raises(backup.BackupError, match=words):
+    with pytest.raises(BackupError, match=words):
         backup.read_backup(damage(sample_file()))
 
 
 def test_a_backup_of_something_else_is_refused() -> None:
-    with pytest.raises(backup.BackupError, match="does not contain a cluster state"):
+    with pytest.raises(BackupError, match="does not contain a cluster state"):
         backup.read_backup(
             backup.encode_backup(pickle.dumps({"groups": {}}), backup.snapshot_info("n", 1, 1, 0))
         )
@@ -102,7 +103,7 @@ def test_a_backup_of_something_else_is_refused() -> None:
 def test_restore_refuses_a_data_dir_with_raft_history(tmp_path: Path) -> None:
     (tmp_path / "raft.journal").write_bytes(b"old")
     read = backup.read_backup(sample_file())
-    with pytest.raises(backup.BackupError, match="already holds Raft data"):
+    with pytest.raises(BackupError, match="already holds Raft data"):
         backup.seed_data_dir(read, tmp_path, "127.0.0.1:1", ("127.0.0.1:2",))
     assert not (tmp_path / "raft.dump").exists()
     assert (tmp_path / "raft.journal").read_bytes() == b"old"

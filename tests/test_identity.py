@@ -23,6 +23,7 @@ from support.nodes import ADMIN, GROUPS, assert_error, basic, run, settings_for,
 
 from cfs_cluster import engine
 from cfs_cluster.cluster.node import Node
+from cfs_cluster.errors import InvalidToken
 from cfs_cluster.security import tokens
 from cfs_cluster.settings import SecuritySettings
 
@@ -138,7 +139,7 @@ def test_forged_or_malformed_tokens_are_refused(mangle: Any) -> None:
     service, state = _service([0.0])
     token = service.issue(state.clients["plc"], "http://cfs/identity", state.signing_keys[-1])
     assert service.verify(token).name == "plc"
-    with pytest.raises(tokens.InvalidToken):
+    with pytest.raises(InvalidToken):
         service.verify(mangle(token))
 
 
@@ -152,14 +153,14 @@ def test_token_expiry_and_revocation_with_a_fake_clock() -> None:
         assert service.verify(token) == tokens.Principal("plc", "users")
     assert service.signatures_checked == 1  # cached by string after the first check
     now[0] += 60
-    with pytest.raises(tokens.InvalidToken, match="expired"):
+    with pytest.raises(InvalidToken, match="expired"):
         service.verify(token)
     now[0] = 1000.0
     token = service.issue(state.clients["plc"], "http://cfs/identity", state.signing_keys[-1])
     engine.apply(state, engine.UpdateClient("u", "plc", role="administrators"))
     assert service.verify(token).role == "administrators"  # the role is read live
     engine.apply(state, engine.UpdateClient("s", "plc", secret_hash="new"))
-    with pytest.raises(tokens.InvalidToken, match="new secret"):
+    with pytest.raises(InvalidToken, match="new secret"):
         service.verify(token)
 
 

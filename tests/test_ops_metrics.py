@@ -18,8 +18,9 @@ from support.clusterkit import free_ports
 
 from cfs_cluster.api.app import create_app
 from cfs_cluster.cluster.node import Node
+from cfs_cluster.errors import Unauthorized
 from cfs_cluster.ops.metrics import AUTH_FAILURE_REASONS
-from cfs_cluster.security.auth import Authenticator, Unauthorized
+from cfs_cluster.security.auth import Authenticator
 from cfs_cluster.settings import SecuritySettings, Settings
 
 ADMIN = ("root", "metrics-admin-pw")

@@ -31,18 +31,18 @@ from cfs_cluster import engine
 from cfs_cluster.api.routes import RouteTable
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import TooManyRequests
-from cfs_cluster.security import auth
+from cfs_cluster.security import passwords, roles
 from cfs_cluster.security.ratelimit import HeartbeatLimiter
 from cfs_cluster.settings import FailoverSettings
 
 
 def test_password_hash_roundtrip_and_salt() -> None:
-    first, second = auth.hash_password("pw"), auth.hash_password("pw")
+    first, second = passwords.hash_password("pw"), passwords.hash_password("pw")
     assert first != second  # salted
-    assert auth.verify_password("pw", first)
-    assert not auth.verify_password("pW", first)
-    assert not auth.verify_password("pw", "garbage")
-    assert not auth.verify_password("pw", "scrypt$x$y$z$!!$!!")
+    assert passwords.verify_password("pw", first)
+    assert not passwords.verify_password("pW", first)
+    assert not passwords.verify_password("pw", "garbage")
+    assert not passwords.verify_password("pw", "scrypt$x$y$z$!!$!!")
 
 
 @pytest.mark.parametrize(
@@ -50,45 +50,45 @@ def test_password_hash_roundtrip_and_salt() -> None:
     [
         ("GET", "/healthz", None),
         ("GET", "/readyz", None),
-        ("POST", "/_cluster/heartbeats", "members"),
-        ("GET", "/api/v1/cluster", auth.USERS),
-        ("POST", "/api/v1/ClientFailover/Groups", auth.USERS),
-        ("DELETE", "/api/v1/clientfailover/groups/g1", auth.ADMINISTRATORS),
-        ("DELETE", "/api/v1/clientfailover/groups/g1/clientsessions/s1", auth.USERS),
-        ("POST", "/api/v1/clientfailover/groups/g/clientsessions/s/heartbeat", auth.USERS),
+        ("POST", "/_cluster/heartbeats", roles.MEMBERS),
+        ("GET", "/api/v1/cluster", roles.USERS),
+        ("POST", "/api/v1/ClientFailover/Groups", roles.USERS),
+        ("DELETE", "/api/v1/clientfailover/groups/g1", roles.ADMINISTRATORS),
+        ("DELETE", "/api/v1/clientfailover/groups/g1/clientsessions/s1", roles.USERS),
+        ("POST", "/api/v1/clientfailover/groups/g/clientsessions/s/heartbeat", roles.USERS),
         (
             "POST",
             "/api/v1/clientfailover/groups/g/clientsessions/s/RoleOverride/",
-            auth.ADMINISTRATORS,
+            roles.ADMINISTRATORS,
         ),
-        ("PUT", "/api/v1/configuration/logging", auth.ADMINISTRATORS),
-        ("GET", "/api/v1/Users", auth.ADMINISTRATORS),
-        ("POST", "/api/v1/cluster/members", auth.ADMINISTRATORS),
-        ("GET", "/openapi.json", auth.USERS),
+        ("PUT", "/api/v1/configuration/logging", roles.ADMINISTRATORS),
+        ("GET", "/api/v1/Users", roles.ADMINISTRATORS),
+        ("POST", "/api/v1/cluster/members", roles.ADMINISTRATORS),
+        ("GET", "/openapi.json", roles.USERS),
         ("GET", "/", None),
         ("GET", "/ui", None),
         ("GET", "/UI/app.js", None),
         ("GET", "/api/v1/dashboard/me", None),
-        ("GET", "/api/v1/dashboard/groups", auth.USERS),
-        ("GET", "/api/v1/dashboard/events", auth.USERS),
+        ("GET", "/api/v1/dashboard/groups", roles.USERS),
+        ("GET", "/api/v1/dashboard/events", roles.USERS),
     ],
 )
 def test_required_role(method: str, path: str, role: str | None) -> None:
-    routes = RouteTable((method, template) for method, template, _ in auth.ROUTE_ROLES)
+    routes = RouteTable((method, template) for method, template, _ in roles.ROUTE_ROLES)
     match = routes.match(path.encode())
     assert match is not None
-    assert auth.required_role(method, match.route.template) == role
+    assert roles.required_role(method, match.route.template) == role
 
 
 def test_user_commands_are_idempotent_and_protect_the_last_admin() -> None:
     state = engine.ClusterState()
-    boot = engine.AddUser("b", "root", auth.ADMINISTRATORS, "h1", if_no_users=True)
+    boot = engine.AddUser("b", "root", roles.ADMINISTRATORS, "h1", if_no_users=True)
     assert engine.apply(state, boot).code == engine.Code.CREATED
-    again = engine.AddUser("b2", "other", auth.ADMINISTRATORS, "h2", if_no_users=True)
+    again = engine.AddUser("b2", "other", roles.ADMINISTRATORS, "h2", if_no_users=True)
     assert engine.apply(state, again).code == engine.Code.OK
     assert list(state.users) == ["root"]
     assert engine.apply(state, engine.RemoveUser("r", "root")).code == engine.Code.CONFLICT
-    demote = engine.UpdateUser("d", "root", role=auth.USERS)
+    demote = engine.UpdateUser("d", "root", role=roles.USERS)
     assert engine.apply(state, demote).code == engine.Code.CONFLICT
     missing = engine.UpdateUser("m", "nobody", password_hash="x")
     assert engine.apply(state, missing).code == engine.Code.USER_NOT_FOUND

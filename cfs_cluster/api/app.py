@@ -31,7 +31,7 @@ from cfs_cluster.api.frontdoor import HEARTBEAT, FrontDoor
 from cfs_cluster.api.routes import RouteTable
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import CfsError
-from cfs_cluster.security.auth import ROUTE_ROLES
+from cfs_cluster.security.roles import ROUTE_ROLES
 from cfs_cluster.security.tokens import TokenService
 
 __all__ = ["create_app"]
@@ -88,7 +88,7 @@ def create_app(node: Node) -> ASGIApp:
 
 
 def served_routes(app: FastAPI) -> RouteTable:
-    """The routes ``app`` serves; refused unless each has exactly its row in auth.ROUTE_ROLES.
+    """The routes ``app`` serves; refused unless each has exactly its row in roles.ROUTE_ROLES.
 
     A route added without deciding its role, or a row left behind by a removed route, stops
     the node here rather than being served with a guessed role."""
@@ -99,7 +99,7 @@ def served_routes(app: FastAPI) -> RouteTable:
         stale = sorted(set(decided) - set(served))
         twice = sorted(route for route, rows in decided.items() if rows > 1)
         raise RuntimeError(
-            f"auth.ROUTE_ROLES: no row for {missing}; no route for {stale}; twice: {twice}."
+            f"roles.ROUTE_ROLES: no row for {missing}; no route for {stale}; twice: {twice}."
         )
     return RouteTable(served, first=HEARTBEAT)
 

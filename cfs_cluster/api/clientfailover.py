@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import math
 import time
 from typing import Any
 
@@ -12,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from cfs_cluster import __version__, engine
+from cfs_cluster.api.longpoll import long_poll, wait_seconds
 from cfs_cluster.api.models import (
     ClientSessionConfiguration,
     GroupConfig,
@@ -31,7 +30,7 @@ from cfs_cluster.api.models import (
 )
 from cfs_cluster.api.requests import group_liveness, node_of, request_id
 from cfs_cluster.cluster.node import Node
-from cfs_cluster.errors import BadRequest, NotFound, Unavailable
+from cfs_cluster.errors import BadRequest, NotFound
 from cfs_cluster.protocol.bodies import ErrorResponse, load_json
 from cfs_cluster.protocol.heartbeat import HeartbeatReport
 from cfs_cluster.protocol.wire import ClientRole, format_datetime, parse_enum, ticks_from_unix
@@ -238,8 +237,6 @@ async def role_override(request: Request, group_id: str, session_id: str) -> dic
 
 # --------------------------------------------------------------------------- role long-poll
 
-MAX_ROLE_WAIT = 60.0  # seconds a role long-poll may be held
-
 
 @router.get(
     "/groups/{group_id}/clientsessions/{session_id}/role",
@@ -265,48 +262,15 @@ async def session_role(
     if role is None and epoch is None:  # nothing known: wait for a change from now
         first, _ = _role_answer(node, group_id, session_id)
         role, epoch = ClientRole(first["Role"]), first["Epoch"]
-    deadline = time.monotonic() + wait
-    gone = asyncio.ensure_future(client_gone(request))
-    stopping = asyncio.ensure_future(node.stopping.wait())
-    change: asyncio.Future[bool] | None = None
-    try:
-        while True:
-            if node.stopping.is_set():
-                raise Unavailable(
-                    "This node is stopping; send the long-poll to another node.", retry_after=1
-                )
-            # The watcher is registered before the state is read (sleep(0) lets the task run
-            # up to its wait), so a change applied in between still wakes us.
-            remaining = max(0.0, deadline - time.monotonic())
-            change = asyncio.ensure_future(node.coordinator.wait_for_change(group_id, remaining))
-            await asyncio.sleep(0)
-            answer, grant_free = _role_answer(node, group_id, session_id)
-            # A candidate that knows it is PendingPrimary is waiting for the old holder's
-            # grant to be released: that is news too, since its next heartbeat now takes it.
-            ready = role == ClientRole.PendingPrimary and grant_free
-            if _differs(answer, role, epoch) or ready or remaining <= 0 or gone.done():
-                return answer
-            await asyncio.wait({change, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        stopping.cancel()
-        if change is not None:
-            change.cancel()
 
+    def look() -> tuple[dict[str, Any], bool]:
+        answer, grant_free = _role_answer(node, group_id, session_id)
+        # A candidate that knows it is PendingPrimary is waiting for the old holder's grant
+        # to be released: that is news too, since its next heartbeat now takes it.
+        ready = role == ClientRole.PendingPrimary and grant_free
+        return answer, _differs(answer, role, epoch) or ready
 
-def wait_seconds(text: str | None) -> float:
-    if text is None:
-        return 0.0
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= MAX_ROLE_WAIT:  # also refuses nan
-        raise BadRequest(
-            f"waitFor must be a number of seconds from 0 to {MAX_ROLE_WAIT:g}.",
-            parameters={"waitFor": text[:64]},
-        )
-    return value
+    return await long_poll(request, node, group_id, wait, look, "long-poll")
 
 
 def _epoch(text: str) -> int:
@@ -333,9 +297,3 @@ def _differs(answer: dict[str, Any], role: ClientRole | None, epoch: int | None)
     return (role is not None and answer["Role"] != role) or (
         epoch is not None and answer["Epoch"] != epoch
     )
-
-
-async def client_gone(request: Request) -> None:
-    """Return when the client disconnects, so an abandoned long-poll does not linger."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass

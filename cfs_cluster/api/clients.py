@@ -20,7 +20,7 @@ from cfs_cluster.api.requests import node_of
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import BadRequest, NotFound
 from cfs_cluster.protocol.bodies import ErrorResponse, load_json
-from cfs_cluster.security.auth import check_user_name, hash_password, parse_role
+from cfs_cluster.security.passwords import check_user_name, hash_password, parse_role
 
 __all__ = ["router"]
 
@@ -94,7 +94,11 @@ async def list_clients(request: Request) -> list[dict[str, str]]:
 
 @router.get("/{client_id}", summary="One OAuth client", responses=_ERRORS)
 async def get_client(request: Request, client_id: str) -> dict[str, str]:
-    client = node_of(request).replicator.state.clients.get(client_id)
+    return _known_client(node_of(request), client_id)
+
+
+def _known_client(node: Node, client_id: str) -> dict[str, str]:
+    client = node.replicator.state.clients.get(client_id)
     if client is None:
         raise NotFound(f"Client '{client_id}' was not found.")
     return _client_json(client)
@@ -126,10 +130,7 @@ async def update_client(request: Request, client_id: str) -> dict[str, str]:
     command = engine.UpdateClient(uuid.uuid4().hex, client_id, role=parse_role(role))
     node = node_of(request)
     await _submit(node, command, client_id)
-    client = node.replicator.state.clients.get(client_id)
-    if client is None:
-        raise NotFound(f"Client '{client_id}' was not found.")
-    return _client_json(client)
+    return _known_client(node, client_id)
 
 
 @router.post(

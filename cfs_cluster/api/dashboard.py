@@ -46,7 +46,8 @@ from cfs_cluster.protocol.wire import (
     format_timespan,
     ticks_from_unix,
 )
-from cfs_cluster.security.auth import ADMINISTRATORS, refusal_headers
+from cfs_cluster.security.auth import refusal_headers
+from cfs_cluster.security.roles import ADMINISTRATORS
 
 __all__ = ["EVENTS_PATH", "router"]
 

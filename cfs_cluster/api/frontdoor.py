@@ -4,7 +4,7 @@
   case-insensitive with an optional trailing slash, answered, never redirected (spec §10 items
   1 and 2); ids keep their own casing. A path that names no route is 404 and a route with
   another method 405, both before credentials are looked at.
-- The role is decided on that route (security/auth.ROUTE_ROLES); FastAPI then gets the
+- The role is decided on that route (security/roles.ROUTE_ROLES); FastAPI then gets the
   route's canonical path, so it runs the route the decision was made for.
 - A route of the members' internal channel (``/_cluster/…``), or a request that says it comes
   from a member (``X-CFS-Member``), is served only if its member signature verifies
@@ -36,8 +36,9 @@ from cfs_cluster.engine import User
 from cfs_cluster.errors import CfsError, MethodNotAllowed, NotFound, PayloadTooLarge
 from cfs_cluster.protocol.bodies import load_json
 from cfs_cluster.protocol.heartbeat import HeartbeatReport
-from cfs_cluster.security.auth import MEMBERS, refusal_headers, required_role
+from cfs_cluster.security.auth import refusal_headers
 from cfs_cluster.security.memberauth import MEMBER_HEADER, Caller
+from cfs_cluster.security.roles import MEMBERS, required_role
 from cfs_cluster.security.tokens import Principal
 
 __all__ = ["HEARTBEAT", "FrontDoor"]

@@ -27,12 +27,11 @@ from fastapi.responses import JSONResponse
 from cfs_cluster import engine
 from cfs_cluster.api.requests import node_of
 from cfs_cluster.cluster.node import Node
-from cfs_cluster.errors import CfsError, TooManyRequests, Unavailable
+from cfs_cluster.errors import OAuthError, TooManyRequests, Unauthorized, Unavailable
 from cfs_cluster.protocol.bodies import ErrorResponse
-from cfs_cluster.security.auth import Unauthorized
 from cfs_cluster.security.tokens import TokenService, new_signing_key
 
-__all__ = ["OAuthError", "admin_router", "router"]
+__all__ = ["admin_router", "router"]
 
 log = logging.getLogger("cfs.identity")
 
@@ -45,15 +44,6 @@ GRANT = "client_credentials"
 _NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 6749 §5.1
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:\d{1,5})?$")
 _MAX_FIELDS = 16
-
-
-class OAuthError(CfsError):
-    """A token request refused per RFC 6749 §5.2; ``code`` is the ``error`` value."""
-
-    def __init__(self, code: str, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.code = code
-        self.status = status
 
 
 def _tokens(node: Node) -> TokenService:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from cfs_cluster import engine
-from cfs_cluster.api.clientfailover import client_gone, wait_seconds
+from cfs_cluster.api.longpoll import long_poll, wait_seconds
 from cfs_cluster.api.requests import node_of
 from cfs_cluster.cluster.node import Node
-from cfs_cluster.errors import BadRequest, NotFound, Unavailable
+from cfs_cluster.errors import BadRequest, NotFound
 from cfs_cluster.ops.metrics import CONTENT_TYPE
 from cfs_cluster.protocol.bodies import ErrorResponse
 from cfs_cluster.protocol.wire import format_datetime
@@ -45,30 +43,14 @@ async def group_events(
     cursor = _sequence(after)
     wait = wait_seconds(wait_for)
     node = node_of(request)
-    deadline = time.monotonic() + wait
-    gone = asyncio.ensure_future(client_gone(request))
-    stopping = asyncio.ensure_future(node.stopping.wait())
-    change: asyncio.Future[bool] | None = None
-    try:
-        while True:
-            if node.stopping.is_set():
-                raise Unavailable(
-                    "This node is stopping; send the request to another node.", retry_after=1
-                )
-            # The watcher is registered before the state is read, so an event applied in
-            # between still wakes us (as the role long-poll does).
-            remaining = max(0.0, deadline - time.monotonic())
-            change = asyncio.ensure_future(node.coordinator.wait_for_change(group_id, remaining))
-            await asyncio.sleep(0)
-            events = _events_after(node, group_id, cursor)
-            if events or remaining <= 0 or gone.done():
-                return events
-            await asyncio.wait({change, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        stopping.cancel()
-        if change is not None:
-            change.cancel()
+    return await long_poll(
+        request, node, group_id, wait, lambda: _news(node, group_id, cursor), "request"
+    )
+
+
+def _news(node: Node, group_id: str, cursor: int) -> tuple[list[dict[str, Any]], bool]:
+    events = _events_after(node, group_id, cursor)
+    return events, bool(events)
 
 
 def _events_after(node: Node, group_id: str, cursor: int) -> list[dict[str, Any]]:

@@ -12,7 +12,8 @@ from fastapi import Request
 from cfs_cluster.cluster.liveness import GroupLiveness
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.cluster.reads import ReadView
-from cfs_cluster.security.memberauth import Caller, MemberAuthFailed, MemberRequest
+from cfs_cluster.errors import MemberAuthFailed
+from cfs_cluster.security.memberauth import Caller, MemberRequest
 
 __all__ = [
     "CALLER",

@@ -18,7 +18,12 @@ from cfs_cluster.api.requests import node_of
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import BadRequest, NotFound
 from cfs_cluster.protocol.bodies import ErrorResponse, load_json
-from cfs_cluster.security.auth import check_password, check_user_name, hash_password, parse_role
+from cfs_cluster.security.passwords import (
+    check_password,
+    check_user_name,
+    hash_password,
+    parse_role,
+)
 
 __all__ = ["router"]
 

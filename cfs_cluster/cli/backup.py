@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from cfs_cluster.cli.connect import connection, progress, progress_done
+from cfs_cluster.cli.connect import connection
+from cfs_cluster.cli.output import progress, progress_done
+from cfs_cluster.errors import BackupError
 from cfs_cluster.ops.backup import (
     BACKUP_PATH,
-    BackupError,
     read_backup,
     seed_data_dir,
     write_atomic,
 )
-from cfs_cluster.settings import DEFAULT_RAFT_PORT, parse_address
+from cfs_cluster.settings import DEFAULT_RAFT_PORT, env, parse_address
 
 __all__ = ["add_backup_arguments", "backup_command", "restore_command"]
 
@@ -30,17 +30,17 @@ def add_backup_arguments(backup: argparse.ArgumentParser, restore: argparse.Argu
     )
     restore.add_argument(
         "--data-dir",
-        default=os.environ.get("CFS_DATA_DIR"),
+        default=env("CFS_DATA_DIR"),
         help="the new node's EMPTY data directory [CFS_DATA_DIR]",
     )
     restore.add_argument(
         "--raft",
-        default=os.environ.get("CFS_RAFT"),
+        default=env("CFS_RAFT"),
         help="the new node's Raft HOST:PORT, exactly as given to `cfs serve --raft` [CFS_RAFT]",
     )
     restore.add_argument(
         "--peers",
-        default=os.environ.get("CFS_PEERS", ""),
+        default=env("CFS_PEERS", ""),
         help="the other new members' Raft HOST:PORT, as given to `cfs serve --peers`; "
         "empty = a one-node cluster to grow with `cfs cluster add-node` [CFS_PEERS]",
     )

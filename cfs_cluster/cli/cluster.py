@@ -14,12 +14,9 @@ from cfs_cluster.cli.connect import (
     Connection,
     Credentials,
     add_connection_arguments,
-    add_output_argument,
     connection,
-    output_format,
-    print_json,
-    print_table,
 )
+from cfs_cluster.cli.output import add_output_argument, output_format, print_json, print_table
 
 __all__ = ["add_cluster_parser", "cluster_command"]
 

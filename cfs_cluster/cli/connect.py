@@ -21,21 +21,20 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
-import os
 import ssl
 import stat
 import sys
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
-from rich.console import Console
-from rich.table import Table
+
+from cfs_cluster.cli.output import progress, progress_done
+from cfs_cluster.settings import env
 
 __all__ = [
     "DEFAULT_URL",
@@ -43,20 +42,13 @@ __all__ = [
     "Connection",
     "Credentials",
     "add_connection_arguments",
-    "add_output_argument",
     "connection",
     "credentials",
     "load_profile",
     "node_urls",
-    "output_format",
-    "print_json",
-    "print_table",
     "profile_path",
-    "progress",
-    "progress_done",
     "reason",
     "refusal",
-    "table",
     "transport_problem",
 ]
 
@@ -97,20 +89,6 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
         default=keep,
         help="do not verify the node's TLS certificate",
     )
-
-
-def add_output_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--output",
-        "-o",
-        choices=("table", "json"),
-        default=argparse.SUPPRESS,
-        help="table (default) or json: the API's own objects",
-    )
-
-
-def output_format(args: argparse.Namespace) -> str:
-    return str(getattr(args, "output", "table"))
 
 
 # --------------------------------------------------------------------------- credentials
@@ -157,10 +135,10 @@ def credentials(args: argparse.Namespace) -> Credentials:
     """Command line, then environment, then the profile file, then the defaults."""
     profile = load_profile(profile_path())
 
-    def pick(name: str, env: str) -> str | None:
+    def pick(name: str, variable: str) -> str | None:
         value = getattr(args, name, None)
         if value is None:
-            value = os.environ.get(env) or None
+            value = env(variable) or None
         if value is None:
             value = profile.get(name)
         return value
@@ -187,10 +165,10 @@ def node_urls(text: str) -> tuple[str, ...]:
 
 
 def profile_path() -> Path:
-    explicit = os.environ.get("CFS_CONFIG")
+    explicit = env("CFS_CONFIG")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    base = env("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "cfs" / "cli.toml"
 
 
@@ -224,6 +202,14 @@ def load_profile(path: Path) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- requests
+
+
+class RequestOptions(TypedDict, total=False):
+    """What ``Connection.request`` takes besides method and path."""
+
+    json_body: Any
+    params: dict[str, str] | None
+    timeout: float | None
 
 
 class Connection:
@@ -271,17 +257,9 @@ class Connection:
             return last_503
         raise CliError("; ".join(failures))
 
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        params: dict[str, str] | None = None,
-        timeout: float | None = None,
-    ) -> Any:
+    def call(self, method: str, path: str, **options: Unpack[RequestOptions]) -> Any:
         """``request``, then the JSON body of a success (None when empty); CliError otherwise."""
-        response = self.request(method, path, json_body=json_body, params=params, timeout=timeout)
+        response = self.request(method, path, **options)
         if response.status_code >= 400:
             raise CliError(refusal(response, self.creds))
         if not response.content:
@@ -402,39 +380,3 @@ def _innermost(exc: BaseException) -> str:
 
 def _strerror(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc)
-
-
-# --------------------------------------------------------------------------- output
-
-
-def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
-
-
-def print_table(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
-) -> None:
-    Console(soft_wrap=False).print(table(columns, rows, title))
-
-
-def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> Table:
-    """A plain, narrow table (80 columns): no box lines, values as text ("-" for none)."""
-    grid = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for name in columns:
-        grid.add_column(name, overflow="fold")
-    for row in rows:
-        grid.add_row(*("-" if v is None else str(v) for v in row))
-    return grid
-
-
-def progress(text: str) -> None:
-    """Progress of a long-running command on the terminal's status line (stderr, tty only)."""
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r\x1b[K{text}")
-        sys.stderr.flush()
-
-
-def progress_done() -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()

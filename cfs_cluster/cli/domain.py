@@ -19,12 +19,9 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from cfs_cluster.cli.connect import (
-    CliError,
-    Connection,
-    add_connection_arguments,
+from cfs_cluster.cli.connect import CliError, Connection, add_connection_arguments, connection
+from cfs_cluster.cli.output import (
     add_output_argument,
-    connection,
     output_format,
     print_json,
     print_table,

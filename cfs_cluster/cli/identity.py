@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from cfs_cluster.cli.connect import Connection, add_connection_arguments, connection
+from cfs_cluster.cli.users import add_account_parser
 
 __all__ = ["add_identity_parsers", "identity_command"]
 
@@ -26,19 +27,17 @@ def add_identity_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _clients_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("clients", help="manage OAuth clients (administrators only)")
-    add_connection_arguments(p)
-    actions = p.add_subparsers(dest="action", required=True)
-    add = actions.add_parser("add", help="create a client; prints its secret once")
-    add.add_argument("client_id")
-    add.add_argument("--role", default="users", help="users (adapters) or administrators")
+    helps = (
+        "manage OAuth clients (administrators only)",
+        "create a client; prints its secret once",
+        "remove a client; its tokens stop working",
+        "list clients and roles",
+    )
+    actions, add = add_account_parser(sub, "clients", "client_id", helps)
     add.add_argument("--secret", help="use this secret (visible in ps!); default: generated")
-    remove = actions.add_parser("remove", help="remove a client; its tokens stop working")
-    remove.add_argument("client_id")
     rotate = actions.add_parser("rotate-secret", help="new secret; prints it once")
     rotate.add_argument("client_id")
     rotate.add_argument("--secret", help="use this secret (visible in ps!); default: generated")
-    actions.add_parser("list", help="list clients and roles")
 
 
 def identity_command(args: argparse.Namespace) -> int:

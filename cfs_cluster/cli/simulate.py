@@ -18,10 +18,9 @@ from cfs_cluster.cli.connect import (
     Credentials,
     add_connection_arguments,
     credentials,
-    progress,
-    progress_done,
     refusal,
 )
+from cfs_cluster.cli.output import progress, progress_done
 from cfs_cluster.errors import BadRequest
 from cfs_cluster.protocol.wire import TICKS_PER_SECOND, format_timespan, parse_timespan
 from cfs_cluster.simulator.report import format_report

@@ -8,23 +8,42 @@ from typing import Any
 
 from cfs_cluster.cli.connect import Connection, add_connection_arguments, connection
 
-__all__ = ["add_users_parser", "users_command"]
+__all__ = ["add_account_parser", "add_users_parser", "users_command"]
+
+
+def add_account_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    command: str,
+    key: str,
+    helps: tuple[str, str, str, str],
+) -> tuple[argparse._SubParsersAction[argparse.ArgumentParser], argparse.ArgumentParser]:
+    """`cfs users` or `cfs clients`: the connection options and the actions every kind of
+    account has (add with a role, remove, list), named by ``key``; ``helps`` are the texts of
+    the command, add, remove and list. Returns the actions and the `add` parser."""
+    command_help, add_help, remove_help, list_help = helps
+    p = sub.add_parser(command, help=command_help)
+    add_connection_arguments(p)
+    actions = p.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help=add_help)
+    add.add_argument(key)
+    add.add_argument("--role", default="users", help="users (adapters) or administrators")
+    actions.add_parser("remove", help=remove_help).add_argument(key)
+    actions.add_parser("list", help=list_help)
+    return actions, add
 
 
 def add_users_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("users", help="manage API users (administrators only)")
-    add_connection_arguments(p)
-    actions = p.add_subparsers(dest="action", required=True)
-    add = actions.add_parser("add", help="create a user")
-    add.add_argument("name")
-    add.add_argument("--role", default="users", help="users (adapters) or administrators")
+    helps = (
+        "manage API users (administrators only)",
+        "create a user",
+        "remove a user",
+        "list users and roles",
+    )
+    actions, add = add_account_parser(sub, "users", "name", helps)
     add.add_argument("--new-password", help="the new user's password; prompted if absent")
-    remove = actions.add_parser("remove", help="remove a user")
-    remove.add_argument("name")
     passwd = actions.add_parser("passwd", help="change a user's password")
     passwd.add_argument("name")
     passwd.add_argument("--new-password", help="prompted if absent")
-    actions.add_parser("list", help="list users and roles")
 
 
 def users_command(args: argparse.Namespace) -> int:

@@ -22,8 +22,9 @@ from cfs_cluster.ops.metrics import Metrics, MetricsSource
 from cfs_cluster.ops.omf import HealthEgress, HealthSource
 from cfs_cluster.protocol.heartbeat import HeartbeatAnswer, HeartbeatReport
 from cfs_cluster.security import tls
-from cfs_cluster.security.auth import Authenticator, hash_password
+from cfs_cluster.security.auth import Authenticator
 from cfs_cluster.security.memberauth import OVERLAP, MemberAuth, new_member_key
+from cfs_cluster.security.passwords import hash_password
 from cfs_cluster.security.ratelimit import HeartbeatLimiter
 from cfs_cluster.security.tls import certificate_status
 from cfs_cluster.settings import Settings

@@ -41,11 +41,13 @@ from __future__ import annotations
 
 from cfs_cluster.engine.accounts import (
     ADMINISTRATORS,
+    USERS,
     AddClient,
     AddUser,
     OAuthClient,
     RemoveClient,
     RemoveUser,
+    Role,
     RotateMemberKey,
     RotateSigningKey,
     SigningKey,
@@ -81,6 +83,7 @@ from cfs_cluster.engine.persisted import keep_pickled_names
 from cfs_cluster.engine.state import ClusterState
 
 __all__ = [
+    "USERS",
     "AddClient",
     "AddHealthEndpoints",
     "AddUser",
@@ -106,6 +109,7 @@ __all__ = [
     "RemoveClient",
     "RemoveMember",
     "RemoveUser",
+    "Role",
     "Result",
     "role_of",
     "RoleEvent",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from cfs_cluster.engine.commands import Code, Command, Handler, Result
@@ -16,16 +17,29 @@ from cfs_cluster.engine.upgradable import Upgradable
 if TYPE_CHECKING:
     from cfs_cluster.engine.state import ClusterState
 
-ADMINISTRATORS = "administrators"
+
+class Role(StrEnum):
+    """Who may call what (security/roles.ROUTE_ROLES). Records store the plain string
+    (``Role.X.value``), so a snapshot names no enum and older releases read it unchanged."""
+
+    USERS = "users"  # adapters
+    ADMINISTRATORS = "administrators"
+    # No account has it: routes of the members' internal channel, opened only by a member
+    # signature (security/memberauth.py).
+    MEMBERS = "members"
+
+
+USERS: str = Role.USERS.value
+ADMINISTRATORS: str = Role.ADMINISTRATORS.value
 MAX_SIGNING_KEYS = 8  # bound on retired keys kept for verification, whatever the lifetime
 
 
 @dataclass
 class User(Upgradable):
-    """An API account. ``password_hash`` is computed before replication (auth.py), never here."""
+    """An API account. ``password_hash`` is computed before replication (security/passwords.py), never here."""
 
     name: str
-    role: str  # "users" | "administrators"
+    role: str  # Role.USERS or Role.ADMINISTRATORS, stored as its value
     password_hash: str
 
 
@@ -35,7 +49,7 @@ class OAuthClient(Upgradable):
     token names the version it was issued under, so a new secret revokes the old tokens."""
 
     client_id: str
-    role: str  # "users" | "administrators"
+    role: str  # Role.USERS or Role.ADMINISTRATORS, stored as its value
     secret_hash: str
     version: int = 0
 

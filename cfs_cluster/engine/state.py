@@ -19,7 +19,7 @@ class ClusterState(Upgradable):
     members: dict[str, Member] = field(default_factory=dict)
     applied: OrderedDict[str, Result] = field(default_factory=OrderedDict)
     next_order: int = 0
-    users: dict[str, User] = field(default_factory=dict)  # API accounts (auth.py)
+    users: dict[str, User] = field(default_factory=dict)  # API accounts (security/auth.py)
     config: GlobalConfig = field(default_factory=GlobalConfig)  # log level, health endpoints
     opened_term: int = 0  # the Raft term whose leader's OpenTerm entry was applied last
     # OAuth client credentials (the section at the end of this module; tokens.py).

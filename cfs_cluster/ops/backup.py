@@ -11,7 +11,7 @@ The state is pickled while the replicator's lock is held, so the file is the sta
 one applied log prefix. Reading verifies magic, format, size and SHA-256 before it unpickles, and
 unpickles only cfs_cluster classes (a backup is data, never code).
 
-Restore writes the state as the node's snapshot (``raft.dump``, journal.py's checksummed
+Restore writes the state as the node's snapshot (``raft.dump``, storage/snapshot.py's checksummed
 format) into an *empty* data directory: the same tuple pysyncobj dumps at log compaction, with two no-op log
 entries at term 0 that stand for the applied index. pysyncobj loads it on the node's first tick,
 exactly as after a compaction, and a joining member that lacks those entries receives the dump
@@ -34,19 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from cfs_cluster import __version__, engine
-from cfs_cluster.errors import BadRequest
-from cfs_cluster.storage.journal import (
-    SNAPSHOT_FILE,
-    decode_snapshot,
-    encode_snapshot,
-    prepare_data_dir,
-)
+from cfs_cluster.errors import BackupError
+from cfs_cluster.storage.files import SNAPSHOT_FILE, prepare_data_dir
+from cfs_cluster.storage.snapshot import decode_snapshot, encode_snapshot
 
 __all__ = [
     "BACKUP_PATH",
     "FORMAT_VERSION",
     "Backup",
-    "BackupError",
     "BackupInfo",
     "encode_backup",
     "read_backup",
@@ -63,15 +58,6 @@ RAFT_FILES = ("raft.journal", "raft.meta", "raft.journal.meta", "raft.dump")
 _NO_OP = b"\x01"  # pysyncobj _COMMAND_TYPE.NO_OP, one byte
 # Classes a backup may contain besides cfs_cluster's own (the restricted unpickler).
 _ALLOWED_FOREIGN = {("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset")}
-
-
-class BackupError(BadRequest):
-    """A backup file is unreadable, or a restore target is not usable."""
-
-    default_error = "The backup cannot be used."
-    default_resolution = (
-        "Use an intact backup file written by `cfs backup`, and an empty data directory."
-    )
 
 
 @dataclass(frozen=True)

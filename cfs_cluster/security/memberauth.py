@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cfs_cluster.engine import SigningKey
-from cfs_cluster.errors import CfsError, Unavailable
+from cfs_cluster.errors import MEMBER_CLOCK_SKEW, MemberAuthFailed, Unavailable
 
 __all__ = [
     "INTERNAL_PREFIX",
@@ -42,7 +42,6 @@ __all__ = [
     "SKEW",
     "Caller",
     "MemberAuth",
-    "MemberAuthFailed",
     "MemberRequest",
     "is_internal",
     "new_member_key",
@@ -51,23 +50,11 @@ __all__ = [
 MEMBER_HEADER = "x-cfs-member"
 INTERNAL_PREFIX = "/_cluster/"  # every route under it answers members only
 VERSION = "v1"
-SKEW = 30.0  # seconds a member's clock may differ from ours
+SKEW = MEMBER_CLOCK_SKEW  # seconds a member's clock may differ from ours
 OVERLAP = 60  # seconds a retired key keeps verifying: members apply a rotation at their pace
 MAX_NONCES = 100_000  # nonces remembered; beyond, the oldest go and their timestamps with them
 MAX_HEADER = 1024  # ours are ~200 characters; a caller name is at most 64
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-class MemberAuthFailed(CfsError):
-    """A request to an internal endpoint (or one claiming to come from a member) that does not
-    carry a valid member signature."""
-
-    status = 401
-    default_error = "The request is not signed by a member of this cluster."
-    default_resolution = (
-        "Internal endpoints answer cluster members only. Between members: check that both "
-        f"are in the cluster and that their clocks differ by less than {SKEW:g} s."
-    )
 
 
 @dataclass(frozen=True)

@@ -28,27 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from cfs_cluster import engine
-from cfs_cluster.errors import CfsError
+from cfs_cluster.errors import InvalidToken
 
-__all__ = ["InvalidToken", "Principal", "TokenService", "new_signing_key"]
+__all__ = ["Principal", "TokenService", "new_signing_key"]
 
 ALGORITHM = "HS256"
 MAX_TOKEN_LENGTH = 4096  # ours are ~300 bytes; anything far longer is not worth parsing
 _CACHE_SIZE = 10_000
-
-
-class InvalidToken(CfsError):
-    """A Bearer token that is malformed, forged, expired, or of a removed client."""
-
-    status = 401
-    default_error = "The access token is not valid."
-    default_resolution = "Request a new token from the token endpoint (/identity/connect/token)."
-
-    def __init__(self, reason: str, *, lagging: bool = False) -> None:
-        super().__init__(reason)
-        # True when the token names a key, client or secret version this node may simply not
-        # have applied yet (it is checked again after a read barrier before it is refused).
-        self.lagging = lagging
 
 
 @dataclass(frozen=True)

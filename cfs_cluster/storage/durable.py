@@ -39,7 +39,8 @@ from pysyncobj.fast_queue import FastQueue
 from pysyncobj.syncobj import SyncObjExceptionWrongVer
 from pysyncobj.transport import TCPTransport
 
-from cfs_cluster.storage.journal import Storage, SyncFailed, WriteRefused
+from cfs_cluster.storage.files import SyncFailed, WriteRefused
+from cfs_cluster.storage.journal import Storage
 
 __all__ = ["EXIT_APPLY_FAILED", "EXIT_IO_ERROR", "STORAGE_REFUSED", "DurableSyncObj", "fatal"]
 

@@ -40,9 +40,9 @@ from support.nodes import ADMIN, GROUPS, assert_error, basic, settings_for, unti
 from cfs_cluster import engine
 from cfs_cluster.api.app import create_app
 from cfs_cluster.cluster.node import Node
-from cfs_cluster.errors import TooManyRequests
-from cfs_cluster.security import auth
-from cfs_cluster.security.auth import ClientAddress
+from cfs_cluster.errors import TooManyRequests, Unauthorized
+from cfs_cluster.security import auth, passwords, roles
+from cfs_cluster.security.backoff import ClientAddress
 from cfs_cluster.settings import SecuritySettings
 
 PLC = ("plc1", "plc1-password")
@@ -299,8 +299,8 @@ def test_dev_cluster_nodes_use_a_random_raft_secret(tmp_path: Path) -> None:
 
 def _authenticator(**security: Any) -> tuple[auth.Authenticator, list[float]]:
     users = {
-        ADMIN[0]: engine.User(ADMIN[0], auth.ADMINISTRATORS, auth.hash_password(ADMIN[1])),
-        PLC[0]: engine.User(PLC[0], auth.USERS, auth.hash_password(PLC[1])),
+        ADMIN[0]: engine.User(ADMIN[0], roles.ADMINISTRATORS, passwords.hash_password(ADMIN[1])),
+        PLC[0]: engine.User(PLC[0], roles.USERS, passwords.hash_password(PLC[1])),
     }
     now = [1000.0]
     settings = SecuritySettings(auth="required", failures_before_backoff=3, **security)
@@ -319,7 +319,7 @@ async def _attempt(
         await authenticator.authenticate(_header(credentials), source)
     except TooManyRequests:
         return "429"
-    except auth.Unauthorized:
+    except Unauthorized:
         return "401"
     return "ok"
 
@@ -546,22 +546,22 @@ def test_token_endpoint_hashes_for_unknown_client_ids(tmp_path: Path) -> None:
 
 def test_last_administrator_counts_users_and_clients_together() -> None:
     state = engine.ClusterState()
-    engine.apply(state, engine.AddUser("u1", "root", auth.ADMINISTRATORS, "h"))
-    engine.apply(state, engine.AddClient("c1", "ops", auth.ADMINISTRATORS, "h"))
-    engine.apply(state, engine.AddClient("c2", "plc", auth.USERS, "h"))
+    engine.apply(state, engine.AddUser("u1", "root", roles.ADMINISTRATORS, "h"))
+    engine.apply(state, engine.AddClient("c1", "ops", roles.ADMINISTRATORS, "h"))
+    engine.apply(state, engine.AddClient("c2", "plc", roles.USERS, "h"))
     # Two administrators: either may go, the other is then the last one.
     assert engine.apply(state, engine.RemoveUser("r1", "root")).code == engine.Code.DELETED
-    demote = engine.UpdateClient("d1", "ops", role=auth.USERS)
+    demote = engine.UpdateClient("d1", "ops", role=roles.USERS)
     assert engine.apply(state, demote).code == engine.Code.CONFLICT
     assert engine.apply(state, engine.RemoveClient("r2", "ops")).code == engine.Code.CONFLICT
     assert engine.apply(state, engine.RemoveClient("r3", "plc")).code == engine.Code.DELETED
-    assert state.clients["ops"].role == auth.ADMINISTRATORS
-    engine.apply(state, engine.AddUser("u2", "second", auth.ADMINISTRATORS, "h"))
+    assert state.clients["ops"].role == roles.ADMINISTRATORS
+    engine.apply(state, engine.AddUser("u2", "second", roles.ADMINISTRATORS, "h"))
     assert engine.apply(state, engine.RemoveClient("r4", "ops")).code == engine.Code.DELETED
     assert engine.apply(state, engine.RemoveUser("r5", "second")).code == engine.Code.CONFLICT
-    demote = engine.UpdateUser("d2", "second", role=auth.USERS)
+    demote = engine.UpdateUser("d2", "second", role=roles.USERS)
     assert engine.apply(state, demote).code == engine.Code.CONFLICT
-    assert [u.role for u in state.users.values()] == [auth.ADMINISTRATORS]
+    assert [u.role for u in state.users.values()] == [roles.ADMINISTRATORS]
 
 
 def test_removing_the_last_administrator_client_is_409(tmp_path: Path) -> None:
@@ -584,7 +584,7 @@ def test_removing_the_last_administrator_client_is_409(tmp_path: Path) -> None:
             assert_error(await client.delete("/api/v1/clients/ops", headers=ops), 409)
             demote = await client.put("/api/v1/clients/ops", json={"Role": "users"}, headers=ops)
             assert "last administrator" in assert_error(demote, 409)["Reason"]
-            assert node.replicator.state.clients["ops"].role == auth.ADMINISTRATORS
+            assert node.replicator.state.clients["ops"].role == roles.ADMINISTRATORS
 
     asyncio.run(scenario())
 

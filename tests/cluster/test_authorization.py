@@ -2,7 +2,7 @@
 
 The policy under test is the table "Authorization by route" in docs/security.md, the documented
 outcome. It must name every route the app serves exactly once and equal the code's table
-(``auth.ROUTE_ROLES``). Then every route is sent, as every kind of caller, through every
+(``roles.ROUTE_ROLES``). Then every route is sent, as every kind of caller, through every
 spelling below, and each answer is compared with what the table says:
 
 - a spelling of the route itself (ASCII case, one trailing slash, percent-encoded ASCII
@@ -48,7 +48,7 @@ from cfs_cluster import engine
 from cfs_cluster.api.app import create_app, route_list
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.ops.logs import current_level
-from cfs_cluster.security import auth
+from cfs_cluster.security import roles
 from cfs_cluster.security.tokens import TokenService
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -177,20 +177,20 @@ def app_routes(tmp_path: Path) -> Counter[tuple[str, str]]:
 
 
 def sufficient(role: str | None, required: str | None) -> bool:
-    if required == auth.MEMBERS:
+    if required == roles.MEMBERS:
         return False  # a member signature opens these routes, no account does
-    return required is None or role == auth.ADMINISTRATORS or role == required
+    return required is None or role == roles.ADMINISTRATORS or role == required
 
 
 def test_every_route_has_exactly_one_row(tmp_path: Path) -> None:
     """Adding a route without deciding its role fails here (and the node would not start)."""
-    rows = Counter((method, template) for method, template, _ in auth.ROUTE_ROLES)
+    rows = Counter((method, template) for method, template, _ in roles.ROUTE_ROLES)
     assert set(rows.values()) == {1}, "a route has two rows"
     assert rows == app_routes(tmp_path)
 
 
 def test_the_documented_table_is_the_code_table(tmp_path: Path) -> None:
-    assert documented_table() == list(auth.ROUTE_ROLES)
+    assert documented_table() == list(roles.ROUTE_ROLES)
 
 
 # --------------------------------------------------------------------------- ASGI like uvicorn
@@ -428,12 +428,12 @@ async def callers(node: Node, client: httpx.AsyncClient) -> list[Caller]:
     forged = tokens.issue(node.replicator.state.clients["plc-admin"], ISSUER, forger)
     return [
         Caller("anonymous", None, dict, "127.0.0.11"),
-        Caller("users (Basic)", auth.USERS, lambda: basic(*ADAPTER), "127.0.0.12"),
-        Caller("administrators (Basic)", auth.ADMINISTRATORS, lambda: admin, "127.0.0.13"),
-        Caller("users client", auth.USERS, lambda: bearer(token_of("plc-users")), "127.0.0.14"),
+        Caller("users (Basic)", roles.USERS, lambda: basic(*ADAPTER), "127.0.0.12"),
+        Caller("administrators (Basic)", roles.ADMINISTRATORS, lambda: admin, "127.0.0.13"),
+        Caller("users client", roles.USERS, lambda: bearer(token_of("plc-users")), "127.0.0.14"),
         Caller(
             "administrators client",
-            auth.ADMINISTRATORS,
+            roles.ADMINISTRATORS,
             lambda: bearer(token_of("plc-admin")),
             "127.0.0.15",
         ),
@@ -521,7 +521,7 @@ async def attack(app: Any, people: list[Caller], findings: Findings) -> None:
 
 
 def _refusal(caller: Caller, required: str | None) -> set[int]:
-    if required == auth.MEMBERS:
+    if required == roles.MEMBERS:
         return {401}  # no member signature: no account's credentials count here
     return UNAUTHENTICATED if caller.role is None else {403}
 

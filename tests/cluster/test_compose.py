@@ -26,7 +26,7 @@ import httpx
 import pytest
 from support.clusterkit import Cluster, free_ports
 
-from cfs_cluster.cli import main as cli
+from cfs_cluster.cli import serve as cli
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to parse docker-compose.yml")
 
@@ -114,7 +114,7 @@ def test_every_flag_exists_in_cfs_serve_and_builds_settings() -> None:
         used = set(_flags(service))
         assert used <= known, f"{name}: unknown cfs serve flags {sorted(used - known)}"
         parser = argparse.ArgumentParser()
-        cli._serve_parser(parser.add_subparsers(dest="command"))
+        cli.serve_parser(parser.add_subparsers(dest="command"))
         args = parser.parse_args(service["command"])
         args.raft_password = "from-the-env-file"
         settings = cli.build_settings(args)  # the validation `cfs serve` itself runs

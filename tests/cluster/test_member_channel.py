@@ -723,7 +723,8 @@ def _auth_pair() -> tuple[Any, Any, list[Any], Clock]:
 
 
 def test_a_signature_vouches_for_the_caller_once() -> None:
-    from cfs_cluster.security.memberauth import Caller, MemberAuthFailed
+    from cfs_cluster.errors import MemberAuthFailed
+    from cfs_cluster.security.memberauth import Caller
 
     follower, leader, _, _ = _auth_pair()
     header = follower.sign(
@@ -752,7 +753,7 @@ def test_a_signature_vouches_for_the_caller_once() -> None:
     ],
 )
 def test_malformed_member_headers_are_401_never_an_exception(header: bytes | None) -> None:
-    from cfs_cluster.security.memberauth import MemberAuthFailed
+    from cfs_cluster.errors import MemberAuthFailed
 
     _, leader, _, _ = _auth_pair()
     with pytest.raises(MemberAuthFailed):
@@ -763,7 +764,8 @@ def test_a_retired_member_key_verifies_for_the_overlap_only() -> None:
     """A follower that has not applied a rotation yet still signs with the old key: the
     leader accepts it for OVERLAP seconds after the rotation, then no more."""
     from cfs_cluster.engine import SigningKey
-    from cfs_cluster.security.memberauth import OVERLAP, MemberAuth, MemberAuthFailed
+    from cfs_cluster.errors import MemberAuthFailed
+    from cfs_cluster.security.memberauth import OVERLAP, MemberAuth
 
     _, leader, keys, clock = _auth_pair()
     lagging = MemberAuth(lambda: [SigningKey("k1", "11" * 32, int(clock.now))], "n3", clock)
@@ -783,6 +785,7 @@ def test_a_retired_member_key_verifies_for_the_overlap_only() -> None:
 def test_forgotten_nonces_never_reopen_a_replay(monkeypatch: pytest.MonkeyPatch) -> None:
     """Beyond MAX_NONCES the oldest nonces are dropped, and with them every timestamp up to
     theirs: a replay of a forgotten request is still refused."""
+    from cfs_cluster.errors import MemberAuthFailed
     from cfs_cluster.security import memberauth
 
     monkeypatch.setattr(memberauth, "MAX_NONCES", 3)
@@ -794,5 +797,5 @@ def test_forgotten_nonces_never_reopen_a_replay(monkeypatch: pytest.MonkeyPatch)
     for header in headers:
         leader.verify("GET", "/_cluster/ping", b"", header.encode())
     for header in headers:
-        with pytest.raises(memberauth.MemberAuthFailed, match="replay"):
+        with pytest.raises(MemberAuthFailed, match="replay"):
             leader.verify("GET", "/_cluster/ping", b"", header.encode())

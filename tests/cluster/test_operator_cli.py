@@ -626,10 +626,10 @@ def _run_cfs(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str
 def test_every_serve_option_names_its_environment_variable() -> None:
     import argparse
 
-    from cfs_cluster.cli import main as cli
+    from cfs_cluster.cli import serve as cli
 
     parser = argparse.ArgumentParser()
-    cli._serve_parser(parser.add_subparsers())
+    cli.serve_parser(parser.add_subparsers())
     serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
     options = [a for a in serve._actions if a.option_strings and a.dest != "help"]
     missing = [a.option_strings[0] for a in options if "[CFS_" not in (a.help or "")]

@@ -1,4 +1,4 @@
-"""The durable journal (cfs_cluster/journal.py) at unit level: checksums, torn tails, bit flips
+"""The durable journal (cfs_cluster/storage/) at unit level: checksums, torn tails, bit flips
 at random offsets, refused writes, the two-slot term file, the snapshot, file modes.
 
 The node-level counterparts (a real `cfs serve` restarted on a damaged journal, a full disk,
@@ -15,9 +15,11 @@ import struct
 from pathlib import Path
 
 import pytest
+from pysyncobj.config import SERIALIZER_STATE
 
-from cfs_cluster.storage import journal
-from cfs_cluster.storage.journal import StorageCorrupt, WriteRefused, open_storage
+from cfs_cluster.storage import files, journal
+from cfs_cluster.storage.files import StorageCorrupt, WriteRefused
+from cfs_cluster.storage.journal import open_storage
 
 HEADER = 16  # journal file header
 RECORD = 28  # record header: mark, length, crc, index, term
@@ -57,7 +59,7 @@ def test_files_are_private(tmp_path: Path) -> None:
     data = tmp_path / "data"
     written(data, entries(3)).snapshots.serialize(("state", (b"\x01", 3, 1), (b"\x01", 2, 1), set()), 2)  # fmt: skip
     assert data.stat().st_mode & 0o777 == 0o700
-    for name in (journal.JOURNAL_FILE, journal.META_FILE, journal.SNAPSHOT_FILE):
+    for name in (files.JOURNAL_FILE, files.META_FILE, files.SNAPSHOT_FILE):
         assert (data / name).stat().st_mode & 0o777 == 0o600, name
 
 
@@ -74,7 +76,7 @@ def test_a_torn_tail_is_cut_reported_and_the_rest_kept(
 ) -> None:
     items = entries(10)
     written(tmp_path, items)
-    path = tmp_path / journal.JOURNAL_FILE
+    path = tmp_path / files.JOURNAL_FILE
     size = path.stat().st_size
     with path.open("r+b") as f:
         f.truncate(size - 5)  # the last record lost its last 5 bytes
@@ -93,7 +95,7 @@ def test_random_truncation_recovers_a_prefix(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     items = entries(rng.randint(1, 12))
     written(tmp_path, items)
-    path = tmp_path / journal.JOURNAL_FILE
+    path = tmp_path / files.JOURNAL_FILE
     data = path.read_bytes()
     cut = rng.randint(HEADER, len(data))
     path.write_bytes(data[:cut] + bytes(rng.randrange(256) for _ in range(rng.choice([0, 0, 3, 40]))))  # fmt: skip
@@ -123,7 +125,7 @@ def test_a_flipped_bit_anywhere_is_cut_as_a_tail_or_refused(tmp_path: Path, seed
     rng = random.Random(seed)
     items = entries(rng.randint(2, 12))
     written(tmp_path, items)
-    path = tmp_path / journal.JOURNAL_FILE
+    path = tmp_path / files.JOURNAL_FILE
     data = bytearray(path.read_bytes())
     offset = rng.randrange(len(data))
     data[offset] ^= 1 << rng.randrange(8)
@@ -142,7 +144,7 @@ def test_a_flipped_bit_anywhere_is_cut_as_a_tail_or_refused(tmp_path: Path, seed
 def test_damage_in_the_middle_refuses_with_the_file_and_what_to_do(tmp_path: Path) -> None:
     items = entries(10)
     written(tmp_path, items)
-    path = tmp_path / journal.JOURNAL_FILE
+    path = tmp_path / files.JOURNAL_FILE
     data = bytearray(path.read_bytes())
     data[_record_ends(items)[3] + RECORD + 2] ^= 0xFF  # a payload byte of entry 5
     path.write_bytes(bytes(data))
@@ -155,7 +157,7 @@ def test_a_damaged_length_field_is_not_a_silent_short_log(tmp_path: Path) -> Non
     """pysyncobj's journal loaded 1 of 5 entries from a bad length field, and said nothing."""
     items = entries(5)
     written(tmp_path, items)
-    path = tmp_path / journal.JOURNAL_FILE
+    path = tmp_path / files.JOURNAL_FILE
     data = bytearray(path.read_bytes())
     struct.pack_into("<I", data, HEADER + 4, 3)  # entry 1's payload length
     path.write_bytes(bytes(data))
@@ -171,13 +173,13 @@ def test_a_valid_record_out_of_sequence_is_refused(tmp_path: Path) -> None:
 
 def test_a_journal_without_its_term_file_is_refused(tmp_path: Path) -> None:
     written(tmp_path, entries(3))
-    (tmp_path / journal.META_FILE).unlink()
+    (tmp_path / files.META_FILE).unlink()
     with pytest.raises(StorageCorrupt, match="vote twice"):
         reopen(tmp_path)
 
 
 def test_pysyncobjs_old_format_is_refused_not_misread(tmp_path: Path) -> None:
-    (tmp_path / journal.JOURNAL_FILE).write_bytes(b"PYSYNCOBJ" + b"\0" * 31)
+    (tmp_path / files.JOURNAL_FILE).write_bytes(b"PYSYNCOBJ" + b"\0" * 31)
     (tmp_path / "raft.journal.meta").write_bytes(b"")
     with pytest.raises(StorageCorrupt, match="unchecked journal format"):
         reopen(tmp_path)
@@ -186,7 +188,7 @@ def test_pysyncobjs_old_format_is_refused_not_misread(tmp_path: Path) -> None:
 def test_a_re_sent_overlap_stays_on_disk_and_a_conflict_is_cut(tmp_path: Path) -> None:
     items = entries(6)
     storage = written(tmp_path, items)
-    path = tmp_path / journal.JOURNAL_FILE
+    path = tmp_path / files.JOURNAL_FILE
     before = path.read_bytes()
     storage.journal.deleteEntriesFrom(3)  # pysyncobj does this for every overlapping resend
     for entry in items[3:]:
@@ -214,7 +216,7 @@ def test_compaction_rewrites_the_journal_with_the_rest(tmp_path: Path) -> None:
     storage.journal.add(b"\x00next", 11, 1)
     storage.journal.sync()
     assert reopen(tmp_path) == [*items[7:], (b"\x00next", 11, 1)]
-    assert not (tmp_path / (journal.JOURNAL_FILE + ".tmp")).exists()
+    assert not (tmp_path / (files.JOURNAL_FILE + ".tmp")).exists()
 
 
 def test_clear_then_add(tmp_path: Path) -> None:
@@ -230,7 +232,7 @@ def _refuse_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     def full(fd: int, data: bytes, offset: int) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(journal.os, "pwrite", full)
+    monkeypatch.setattr(files.os, "pwrite", full)
 
 
 def test_a_refused_append_changes_nothing_and_clears_when_space_is_back(
@@ -238,7 +240,7 @@ def test_a_refused_append_changes_nothing_and_clears_when_space_is_back(
 ) -> None:
     items = entries(3)
     storage = written(tmp_path, items)
-    path = tmp_path / journal.JOURNAL_FILE
+    path = tmp_path / files.JOURNAL_FILE
     before = path.read_bytes()
     seen: list[str | None] = []
     storage.condition.listeners.append(seen.append)
@@ -260,7 +262,7 @@ def test_the_term_file_survives_a_torn_slot_and_refuses_two(tmp_path: Path) -> N
     storage = written(tmp_path, entries(1))
     storage.journal.setCurrentTerm(3, "a:1")  # sequence 2: slot 0 (creation wrote 0 and 1)
     storage.journal.setCurrentTerm(4, "b:2")  # sequence 3: slot 1, the newest
-    path = tmp_path / journal.META_FILE
+    path = tmp_path / files.META_FILE
     data = bytearray(path.read_bytes())
     newest = 1
     data[newest * 512 + 20] ^= 0x40
@@ -279,9 +281,9 @@ SNAPSHOT = ({"state": 1}, (b"\x01", 9, 2), (b"\x01", 8, 2), {"n1"})
 def test_snapshot_round_trip_and_damage(tmp_path: Path) -> None:
     storage = written(tmp_path, entries(2))
     storage.snapshots.serialize(SNAPSHOT, 8)
-    assert storage.snapshots.checkSerializing()[0] == journal.SERIALIZER_STATE.SUCCESS
+    assert storage.snapshots.checkSerializing()[0] == SERIALIZER_STATE.SUCCESS
     assert open_storage(tmp_path, fsync=False).snapshots.deserialize() == SNAPSHOT
-    path = tmp_path / journal.SNAPSHOT_FILE
+    path = tmp_path / files.SNAPSHOT_FILE
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x01
     path.write_bytes(bytes(data))
@@ -307,14 +309,14 @@ def test_a_received_snapshot_is_installed_only_when_intact(tmp_path: Path) -> No
                 return done
 
     assert transfer(damage=True) is False
-    assert not (tmp_path / "follower" / journal.SNAPSHOT_FILE).exists()
+    assert not (tmp_path / "follower" / files.SNAPSHOT_FILE).exists()
     assert transfer(damage=False) is True
     assert receiver.snapshots.deserialize() == SNAPSHOT
 
 
 def test_record_checksum_covers_index_and_term(tmp_path: Path) -> None:
     written(tmp_path, entries(3))
-    path = tmp_path / journal.JOURNAL_FILE
+    path = tmp_path / files.JOURNAL_FILE
     data = bytearray(path.read_bytes())
     offset = _record_ends(entries(3))[1]  # the last record's header
     struct.pack_into("<Q", data, offset + 20, 5)  # its term
