@@ -17,8 +17,10 @@ from cfs_cluster.cluster.relay import (
     FORWARDED_HEADER,
     RELAY_HEADER,
     RELAY_PATH,
+    TERM_HEADER,
     decode_report,
     encode_answer,
+    relayed_term_is_current,
 )
 from cfs_cluster.errors import BadRequest, CfsError, NotFound, Unavailable
 from cfs_cluster.protocol.bodies import load_json
@@ -216,6 +218,8 @@ async def relay(request: Request) -> Response:
         return JSONResponse({"error": "batch must be a list"}, status_code=400)
     if not node.coordinator.can_decide():
         raise Unavailable("This node is not the leader with a current majority.", retry_after=0.5)
+    if not relayed_term_is_current(request.headers.get(TERM_HEADER), node.replicator.term()):
+        raise Unavailable("This node leads an older term than the relaying node.", retry_after=0.5)
     results = await asyncio.gather(*(_one(node, item) for item in items))
     return JSONResponse(results)
 

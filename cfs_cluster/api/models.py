@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from cfs_cluster import engine
 from cfs_cluster.errors import BadRequest
 from cfs_cluster.protocol.bodies import load_json
-from cfs_cluster.protocol.heartbeat import HeartbeatAnswer
+from cfs_cluster.protocol.heartbeat import HELD_EPOCH, HELD_ROLE, HeartbeatAnswer, parse_held
 from cfs_cluster.protocol.wire import (
     TICKS_PER_SECOND,
     ClientRole,
@@ -141,12 +141,21 @@ class HeartbeatBody:
     score: float
     last_data_processed: int | None
     heartbeat_time: int | None
+    held_role: ClientRole | None = None
+    held_epoch: int | None = None
 
     @classmethod
     def parse(cls, body: Any) -> HeartbeatBody:
         fields = normalize_keys(
             _object(body, "heartbeat"),
-            ("FailoverScore", "FailoverStatus", "LastDataProcessedTime", "HeartbeatTime"),
+            (
+                "FailoverScore",
+                "FailoverStatus",
+                "LastDataProcessedTime",
+                "HeartbeatTime",
+                HELD_ROLE,
+                HELD_EPOCH,
+            ),
         )
         raw = fields.get("FailoverScore", fields.get("FailoverStatus"))
         if raw is None:
@@ -154,12 +163,15 @@ class HeartbeatBody:
         score = _score(raw)
         ldpt = fields.get("LastDataProcessedTime")
         hb_time = fields.get("HeartbeatTime")
+        held_role, held_epoch = parse_held(fields.get(HELD_ROLE), fields.get(HELD_EPOCH))
         return cls(
             score=score,
             last_data_processed=None
             if ldpt is None
             else parse_datetime(ldpt, "LastDataProcessedTime"),
             heartbeat_time=None if hb_time is None else parse_datetime(hb_time, "HeartbeatTime"),
+            held_role=held_role,
+            held_epoch=held_epoch,
         )
 
 
@@ -313,6 +325,13 @@ class Heartbeat(BaseModel):
         default=None, examples=["2026-11-23T10:00:00.1234567Z"]
     )
     HeartbeatTime: str | None = None
+    HeldRole: ClientRole | None = Field(
+        default=None,
+        description="Extension (our agent): the role the sender acts in as it sends. "
+        "Secondary with HeldEpoch E promises it acts on no grant of epoch <= E, so a hand-over "
+        "need not wait for its old grant to lapse",
+    )
+    HeldEpoch: int | None = Field(default=None, ge=0, description="The epoch HeldRole refers to")
 
 
 class HeartbeatResponse(BaseModel):

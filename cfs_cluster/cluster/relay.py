@@ -18,15 +18,31 @@ import httpx
 
 from cfs_cluster.cluster.replication import Replicator
 from cfs_cluster.errors import CfsError, NotFound, TooManyRequests, Unavailable
-from cfs_cluster.protocol.heartbeat import RELAY_PATH, HeartbeatAnswer, HeartbeatReport
+from cfs_cluster.protocol.heartbeat import (
+    RELAY_PATH,
+    HeartbeatAnswer,
+    HeartbeatReport,
+    parse_held,
+)
 from cfs_cluster.protocol.wire import ClientRole
 from cfs_cluster.security.tls import trust_context
 
-__all__ = ["FORWARDED_HEADER", "RELAY_HEADER", "RELAY_PATH", "Relay", "relay_token"]
+__all__ = [
+    "FORWARDED_HEADER",
+    "RELAY_HEADER",
+    "RELAY_PATH",
+    "TERM_HEADER",
+    "Relay",
+    "relay_token",
+    "relayed_term_is_current",
+]
 
 log = logging.getLogger("cfs.forwarding")
 
 RELAY_HEADER = "x-cfs-relay"
+# The Raft term the relaying follower is in: a leader of an older term (deposed, not yet aware)
+# refuses the batch, so a relayed heartbeat is answered only by the leader of the current term.
+TERM_HEADER = "x-cfs-term"
 MAX_BATCH = 512
 MAX_IN_FLIGHT = 4  # relay batches outstanding at once (each on its own kept-alive connection)
 _ERRORS: dict[int, type[CfsError]] = {404: NotFound, 429: TooManyRequests}
@@ -39,12 +55,18 @@ def relay_token(raft_password: str | None) -> str:
 
 
 def encode_report(r: HeartbeatReport) -> list[Any]:
-    return [r.group_id, r.session_id, r.score, r.last_data_processed, r.heartbeat_time]
+    held = None if r.held_role is None else int(r.held_role)
+    return [r.group_id, r.session_id, r.score, r.last_data_processed, r.heartbeat_time, held,
+            r.held_epoch]  # fmt: skip
 
 
 def decode_report(item: list[Any]) -> HeartbeatReport:
-    group_id, session_id, score, ldpt, hb_time = item
-    return HeartbeatReport(str(group_id), str(session_id), float(score), ldpt, hb_time)
+    """Five items from a node of an earlier release, seven (with HeldRole/HeldEpoch) now."""
+    group_id, session_id, score, ldpt, hb_time, *rest = item
+    held_role, held_epoch = parse_held(*rest) if len(rest) == 2 else (None, None)
+    return HeartbeatReport(
+        str(group_id), str(session_id), float(score), ldpt, hb_time, held_role, held_epoch
+    )
 
 
 def encode_answer(a: HeartbeatAnswer) -> list[Any]:
@@ -57,6 +79,14 @@ def decode_answer(item: list[Any]) -> HeartbeatAnswer:
 
 
 FORWARDED_HEADER = "X-CFS-Forwarded"
+
+
+def relayed_term_is_current(header: str | None, own_term: int) -> bool:
+    """False when the relaying follower already follows a newer term than this node leads."""
+    try:
+        return header is None or int(header) <= own_term
+    except ValueError:
+        return False
 
 
 class Relay:
@@ -166,7 +196,9 @@ class Relay:
         url = self._leader_url()
         try:
             response = await self._current_client().post(
-                url + RELAY_PATH, json=body, headers={RELAY_HEADER: self._token}
+                url + RELAY_PATH,
+                json=body,
+                headers={RELAY_HEADER: self._token, TERM_HEADER: str(self._replicator.term())},
             )
         except httpx.HTTPError as exc:
             raise Unavailable(

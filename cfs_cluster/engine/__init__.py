@@ -62,6 +62,7 @@ from cfs_cluster.engine.configuration import (
 from cfs_cluster.engine.decisions import LivenessView, evaluate
 from cfs_cluster.engine.dispatch import apply
 from cfs_cluster.engine.failover import (
+    TERM_FENCED,
     CreateGroup,
     Decide,
     DeleteGroup,
@@ -114,6 +115,7 @@ __all__ = [
     "SetConfiguration",
     "SetOverride",
     "SigningKey",
+    "TERM_FENCED",
     "UpdateClient",
     "UpdateHealthEndpoint",
     "UpdateUser",
