@@ -423,6 +423,7 @@ class TestCandidate:
         assert leader.sweep(2) == (None, "B")
         assert leader.group.releasing == "A"
 
+
 class TestEpoch:
     """The epoch increases with every Primary grant and with nothing else."""
 
@@ -449,6 +450,7 @@ class TestEpoch:
         assert leader.sweep(b_silent + 2 + LAPSED) == ("B", None)
         assert leader.group.epoch == 4  # override grant
         assert [e.epoch for e in leader.group.events if e.new_primary] == [1, 2, 3, 4]
+
 
 class TestHandOver:
     """Rule 5 / P1: a grant is free only when acknowledged or certainly lapsed; a Secondary
