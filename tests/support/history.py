@@ -12,10 +12,12 @@ safety properties of design.md over the recorded history, modelling what a clien
   grants from its receive time until ``send + ValidFor``; the grant ends early only when that
   session *receives* a Secondary / PendingPrimary answer (one that is lost ends nothing). A late
   Primary answer counts the same way. A request of the holder (its last answer was Primary)
-  that got no answer at all may have renewed the grant: it counts from its send time until send
-  + the ValidFor it could have carried. (A lost request of a session that did not hold the grant
-  is not counted: judging it would need the service's own grant time, and every answer that
-  reached the wire is recorded, late or not.)
+  whose answer may still have come (it timed out even after ``late_timeout``, or the run ended
+  first) may have renewed the grant: it counts from its send time until send + the ValidFor it
+  could have carried. An answer lost with its connection (reset, refused) reached no client and
+  grants nothing. (A lost request of a session that did not hold the grant is not counted:
+  judging it would need the service's own grant time, and every answer that reached the wire
+  is recorded, late or not.)
 - P2: no role (or epoch) change in a group after a given instant while its adapters heartbeat.
 - P3: after a primary adapter stops, another session of its group is answered Primary within a
   bound, measured from the stopped adapter's last successful heartbeat send.
@@ -44,6 +46,7 @@ from cfs_cluster.protocol.wire import TICKS_PER_SECOND, parse_timespan
 PRIMARY, SECONDARY, PENDING = 1, 0, 2
 MAX_CONFIRMATIONS = 10  # immediate PendingPrimary confirmations in a row (spec §4.2)
 RETRY_DELAY = 0.1  # seconds before an adapter retries a failed heartbeat on the next URL
+GAVE_UP = "gave up waiting"  # the adapter moved on; the attempt's outcome is recorded late
 
 Key = tuple[str, str]
 
@@ -65,6 +68,7 @@ class Record:
     request: int = 0  # links an attempt the adapter gave up on to its late answer
     late: bool = False  # the answer arrived after the adapter gave up on it
     could_carry: float = 0.0  # the longest ValidFor an answer could carry (0.999 T)
+    indeterminate: bool = False  # no answer yet, but one may still come (a timeout)
 
     @property
     def ok(self) -> bool:
@@ -298,13 +302,11 @@ class Fleet:
             late.add_done_callback(self._late.discard)
             return Record(
                 adapter.group, adapter.session, url, sent, time.monotonic(), None,
-                error="gave up waiting", request=request, could_carry=2 * adapter.period * 0.999,
+                error=GAVE_UP, request=request, could_carry=2 * adapter.period * 0.999,
             )  # fmt: skip
 
     async def _record_late(self, attempt: asyncio.Future[Record]) -> None:
-        record = await attempt
-        if record.status is not None:  # a transport error after giving up adds nothing
-            self.history.add(dataclasses.replace(record, late=True))
+        self.history.add(dataclasses.replace(await attempt, late=True))
 
     async def _post(self, adapter: Adapter, url: str, request: int, sent: float) -> Record:
         path = f"/api/v1/clientfailover/groups/{adapter.group}/clientsessions/{adapter.session}/heartbeat"
@@ -314,6 +316,11 @@ class Fleet:
         carry = 2 * adapter.period * 0.999
         try:
             response = await self._http(adapter.source).post(url + path, json=body)
+        except httpx.TimeoutException as exc:
+            return Record(
+                adapter.group, adapter.session, url, sent, time.monotonic(), None,
+                error=repr(exc), request=request, could_carry=carry, indeterminate=True,
+            )  # fmt: skip
         except httpx.HTTPError as exc:
             received = time.monotonic()
             return Record(
@@ -387,7 +394,7 @@ def grants(records: Iterable[Record]) -> dict[str, list[Grant]]:
 
 
 def _session_grants(session: str, attempts: list[Record]) -> list[Grant]:
-    answered_late = {r.request for r in attempts if r.late and r.request}
+    outcome = {r.request: r for r in attempts if r.late and r.request}
     seen = sorted((r for r in attempts if r.ok), key=lambda r: r.received)
     found: list[Grant] = []
     holding = False  # the last answer the adapter saw was Primary
@@ -396,13 +403,20 @@ def _session_grants(session: str, attempts: list[Record]) -> list[Grant]:
             holding = record.role == PRIMARY
             if holding and record.valid_for is not None:
                 found.append(_grant(session, record, record.received, record.valid_for, seen))
-        elif record.status is None and record.request not in answered_late and holding:
-            # No answer ever came: it may have renewed the grant for a client that waited.
+        elif record.status is None and holding and _may_still_answer(record, outcome):
+            # It may have renewed the grant for a client that waited longer.
             found.append(_grant(session, record, record.sent, record.could_carry, seen))
     for record in attempts:
         if record.late and record.role == PRIMARY and record.valid_for is not None:
             found.append(_grant(session, record, record.received, record.valid_for, seen))
     return [g for g in found if g.end > g.start]
+
+
+def _may_still_answer(record: Record, late: dict[int, Record]) -> bool:
+    if record.error != GAVE_UP:
+        return record.indeterminate
+    final = late.get(record.request)
+    return final is None or final.indeterminate  # the run ended first, or it timed out
 
 
 def _grant(

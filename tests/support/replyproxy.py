@@ -1,9 +1,9 @@
-"""A TCP proxy that can drop the reply path: requests reach the node, answers never come back.
+"""A TCP proxy that can lose the answers: requests reach the node, answers never come back.
 
 The lost-answer fault of issue 13 without root: an adapter that talks to a node through this
 proxy has its heartbeats processed by the cluster (grants renewed, demotions answered) while it
-hears nothing, exactly as with an iptables DROP on the node's outgoing packets, a client whose
-timeout is shorter than the answer, or a relaying follower that dies before it replies.
+hears nothing. Once ``drop_replies`` is set, the first bytes of each answer are discarded and
+the adapter's connection is closed, as when the node that relays it dies mid-reply.
 It runs on its own event loop thread, listens on 127.0.0.1 only, and is stopped by ``close``.
 """
 
@@ -24,6 +24,7 @@ class ReplyProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -39,19 +40,34 @@ class ReplyProxy:
         self.close()
 
     def close(self) -> None:
-        if self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def _serve(
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
     ) -> None:
+        self._writers.add(client_out)
         try:
             node_in, node_out = await asyncio.open_connection(*self.target)
         except OSError:
             client_out.close()
             return
+        self._writers.add(node_out)
         await asyncio.gather(
             self._pipe(client_in, node_out, replies=False),
             self._pipe(node_in, client_out, replies=True),
@@ -64,9 +80,11 @@ class ReplyProxy:
         try:
             while data := await source.read(65536):
                 if replies and self.drop_replies:
-                    continue  # the answer is lost on the way back
+                    return  # the answer is lost; the connection goes down with it
                 sink.write(data)
                 await sink.drain()
         finally:
             with contextlib.suppress(Exception):
                 sink.close()
+                await sink.wait_closed()
+            self._writers.discard(sink)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from support.history import (
+    GAVE_UP,
     PENDING,
     PRIMARY,
     SECONDARY,
@@ -36,8 +37,12 @@ def answer(
 
 
 def lost(session: str, sent: float, request: int = 0) -> Record:
-    """A request that got no answer (transport error, or the adapter gave up on it)."""
-    return Record("g", session, "u", sent, sent + 0.5, None, request=request, could_carry=VALID)
+    """A request whose answer may still come: it timed out, or the adapter gave up on it."""
+    error = GAVE_UP if request else "ReadTimeout"
+    return Record(
+        "g", session, "u", sent, sent + 0.5, None, error=error, request=request,
+        could_carry=VALID, indeterminate=not request,
+    )  # fmt: skip
 
 
 class TestP1:
@@ -67,6 +72,22 @@ class TestP1:
         history = [answer("a", 0.0, PRIMARY), lost("a", 1.5), answer("b", 2.5, PRIMARY, epoch=2)]
         (violation,) = p1_violations(history)
         assert violation.first.start == 1.5 and violation.first.end == pytest.approx(1.5 + VALID)
+
+    def test_an_answer_lost_with_its_connection_grants_nothing(self) -> None:
+        """Reset mid-reply (the relaying node died): no client can have received it."""
+        reset = Record(
+            "g", "a", "u", 1.5, 1.6, None, error="RemoteProtocolError", could_carry=VALID
+        )
+        history = [answer("a", 0.0, PRIMARY), reset, answer("b", 2.5, PRIMARY, epoch=2)]
+        assert p1_violations(history) == []
+
+    def test_an_attempt_given_up_on_counts_until_its_late_outcome_is_known(self) -> None:
+        gave_up = lost("a", 1.5, request=4)
+        history = [answer("a", 0.0, PRIMARY), gave_up, answer("b", 2.5, PRIMARY, epoch=2)]
+        assert len(p1_violations(history)) == 1  # the run ended before it did
+        reset = Record("g", "a", "u", 1.5, 3.0, None, error="RemoteProtocolError", request=4,
+                       late=True)  # fmt: skip
+        assert p1_violations([*history, reset]) == []
 
     def test_an_unanswered_request_of_a_non_holder_is_not_a_grant(self) -> None:
         history = [
