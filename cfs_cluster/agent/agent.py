@@ -194,6 +194,7 @@ class FailoverAgent:
                 await task
         self._cancel_lapse()
         if unregister and self._registered.is_set():
+            await self._resign()
             await self._require_service().unregister()
         self._registered.clear()
         self._set_role(ClientRole.Secondary, "agent stopped")
@@ -201,6 +202,17 @@ class FailoverAgent:
         await self._client.aclose()
         self._client, self._service, self._tasks = None, None, []
         self._state = AgentState.Stopped
+
+    async def _resign(self) -> None:
+        """Drop the grant and say so before deleting the session: a deletion alone does not tell
+        the service that this adapter stopped acting, so the next primary would wait for the
+        grant to lapse. Best effort: the session is deleted either way."""
+        if self._role != ClientRole.Primary:
+            return
+        self._drop(self._grant.epoch)
+        self._set_role(ClientRole.Secondary, "agent stopping")
+        with contextlib.suppress(EndpointError):
+            await self._require_service().heartbeat(0.0, self._ldpt, self._held())
 
     # ----------------------------------------------------------------- heartbeats
 
@@ -329,6 +341,7 @@ class FailoverAgent:
         )
         self._registered.clear()
         self._cancel_lapse()
+        self._drop(self._grant.epoch)
         self._set_role(ClientRole.Secondary, "session not found on the service")
 
     # ----------------------------------------------------------------- registration
