@@ -961,3 +961,31 @@ def test_fastapi_heartbeat_route_keeps_the_contract(serve: Serve) -> None:
             error(await inner.post(missing, json={"FailoverScore": 1}), 404)
 
     serve(body)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({"HeldRole": "Boss"}, id="role-unknown"),
+        pytest.param({"HeldRole": "Secondary", "HeldEpoch": -1}, id="epoch-negative"),
+        pytest.param({"HeldRole": "Secondary", "HeldEpoch": "1"}, id="epoch-text"),
+        pytest.param({"HeldRole": "Secondary", "HeldEpoch": True}, id="epoch-bool"),
+        pytest.param({"HeldEpoch": 10**30}, id="epoch-huge"),
+    ],
+)
+def test_heartbeat_refuses_a_malformed_held_role_or_epoch(
+    serve: Serve, extra: dict[str, Any]
+) -> None:
+    """Our agent's HeldRole/HeldEpoch extension: malformed values are a 400 naming the field,
+    and change nothing; absent values (AVEVA adapters) are the normal case."""
+
+    async def body(client: httpx.AsyncClient, node: Node) -> None:
+        await make_group(client, "H")
+        await make_session(client, "H", "s")
+        url = f"{API}/groups/H/clientsessions/s/heartbeat"
+        refused = error(await client.post(url, json={"FailoverScore": 50, **extra}), 400)
+        assert "Held" in str(refused)
+        answer = ok(await client.post(url, json={"FailoverScore": 50, "heldrole": "primary"}))
+        assert answer["Role"] == PRIMARY
+
+    serve(body)
