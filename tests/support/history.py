@@ -413,10 +413,13 @@ def _session_grants(session: str, attempts: list[Record]) -> list[Grant]:
 
 
 def _may_still_answer(record: Record, late: dict[int, Record]) -> bool:
-    if record.error != GAVE_UP:
-        return record.indeterminate
-    final = late.get(record.request)
-    return final is None or final.indeterminate  # the run ended first, or it timed out
+    """An answer may have arrived in time to be acted on: nothing was observed of the attempt
+    until its send + ValidFor (a timeout sooner, or the run ended first). One that did not
+    come before then grants nothing, whoever waited for it."""
+    final = late.get(record.request) if record.error == GAVE_UP else record
+    if final is None:
+        return True  # the run ended while it was open
+    return final.indeterminate and final.received < record.sent + record.could_carry
 
 
 def _grant(

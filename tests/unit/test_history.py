@@ -73,6 +73,14 @@ class TestP1:
         (violation,) = p1_violations(history)
         assert violation.first.start == 1.5 and violation.first.end == pytest.approx(1.5 + VALID)
 
+    def test_no_answer_until_after_the_validity_grants_nothing(self) -> None:
+        """Watched unanswered for 15 s (e.g. the adapter's packets were dropped): any answer
+        would have come after send + ValidFor, too late to act on."""
+        waited = Record("g", "a", "u", 1.5, 16.5, None, error="ReadTimeout", could_carry=VALID,
+                        indeterminate=True)  # fmt: skip
+        history = [answer("a", 0.0, PRIMARY), waited, answer("b", 2.5, PRIMARY, epoch=2)]
+        assert p1_violations(history) == []
+
     def test_an_answer_lost_with_its_connection_grants_nothing(self) -> None:
         """Reset mid-reply (the relaying node died): no client can have received it."""
         reset = Record(
