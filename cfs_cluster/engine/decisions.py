@@ -127,11 +127,15 @@ def _desired(group: Group, view: LivenessView, timeout: float) -> tuple[str | No
     if len(group.sessions) == 1:
         return live[0].id, "Only one client in group", True
 
+    # The session releasing the role still holds its grant: it counts as the incumbent, so a
+    # tie hands the role back to it rather than on (no spurious change, P2).
+    holder = group.primary or group.releasing
+
     def rank(s: Session) -> tuple[float, bool, bool, int]:
-        return (_score(s, view), s.id == group.primary, s.id == group.pending, -s.order)
+        return (_score(s, view), s.id == holder, s.id == group.pending, -s.order)
 
     best = max(live, key=rank)
-    incumbent = group.sessions.get(group.primary) if group.primary else None
+    incumbent = group.sessions.get(holder) if holder else None
     if (
         incumbent is not None
         and incumbent in live
