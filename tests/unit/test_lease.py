@@ -106,6 +106,7 @@ def test_a_follower_echoes_nothing_for_a_deposed_leaders_message() -> None:
 def test_leader_contact_counts_only_the_current_leader_in_the_current_term() -> None:
     clock = Clock()
     contact = LeaderContact(clock)
+    assert contact.age() is None  # never heard: a stale read shows no LastContact
     contact.observe("new", append(term=5), current_term=5)
     assert contact.heard_within("new", 5, 0.5)
     contact.observe("old", append(term=4), current_term=5)  # a deposed leader, ignored
@@ -114,6 +115,7 @@ def test_leader_contact_counts_only_the_current_leader_in_the_current_term() -> 
     assert not contact.heard_within("new", 6, 0.5)  # the term moved on
     clock.now += 0.6
     assert not contact.heard_within("new", 5, 0.5)
+    assert contact.age() == pytest.approx(0.6)
 
 
 # --------------------------------------------------------------------------- real pysyncobj
