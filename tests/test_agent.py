@@ -117,6 +117,34 @@ def test_a_long_poll_answer_older_than_the_last_heartbeat_is_ignored() -> None:
     assert not agent._predates_heartbeat(RoleAnswer(SECONDARY, 0, None, None))  # plain CFS
 
 
+def test_agent_reports_what_it_holds_and_never_acts_on_a_dropped_epoch() -> None:
+    """HeldRole/HeldEpoch (docs/safety.md): Secondary at epoch E promises no grant <= E is acted
+    on, so a late Primary answer of a dropped epoch leaves the agent Secondary."""
+    settings = AgentSettings(endpoints=("http://127.0.0.1:9" + API,), group_id="g")
+    agent = FailoverAgent(settings)
+
+    async def body() -> list[tuple[ClientRole, int | None]]:
+        held = [agent._held()]
+        agent._apply(RoleAnswer(PRIMARY, 0, 3, 10.0), asyncio.get_running_loop().time())
+        held.append(agent._held())
+        agent._apply(RoleAnswer(SECONDARY, 0, 3, None), asyncio.get_running_loop().time())
+        held.append(agent._held())
+        agent._apply(RoleAnswer(PRIMARY, 0, 3, 10.0), asyncio.get_running_loop().time())
+        held.append(agent._held())  # a late answer of epoch 3: not acted on
+        agent._apply(RoleAnswer(PRIMARY, 0, 4, 10.0), asyncio.get_running_loop().time())
+        held.append(agent._held())
+        agent._cancel_lapse()
+        return held
+
+    assert asyncio.run(body()) == [
+        (SECONDARY, None),
+        (PRIMARY, 3),
+        (SECONDARY, 3),
+        (SECONDARY, 3),
+        (PRIMARY, 4),
+    ]
+
+
 class TestParseRoleAnswer:
     """Answers are read leniently, as the adapter reads them (spec §3.4)."""
 
@@ -364,7 +392,8 @@ def test_group_conflict_adopts_the_servers_timeout(cluster: Cluster) -> None:
 
 @pytest.mark.cluster
 def test_promotion_notice_arrives_by_long_poll_not_at_the_next_heartbeat(cluster: Cluster) -> None:
-    """T = 20 s: heartbeats every 10 s, so a promotion seen within 2 s came by the long-poll."""
+    """T = 20 s: heartbeats every 10 s, so a promotion seen within 2 s came by the long-poll
+    (the primary resigned with an acknowledgement, so no grant has to lapse first)."""
     latencies: list[float] = []
 
     async def trial(n: int) -> None:
@@ -374,11 +403,12 @@ def test_promotion_notice_arrives_by_long_poll_not_at_the_next_heartbeat(cluster
         await a.start()
         await b.start()
         assert a.role == PRIMARY and b.role == SECONDARY
-        await a.stop(unregister=False)
-        session = f"{cluster.urls[(n + 2) % 3]}{API}/groups/{group}/clientsessions/a"
-        response = await asyncio.to_thread(cluster.client.delete, session)
-        assert response.status_code == 204
-        deleted = time.monotonic()
+        # A clean stop: the agent drops its grant, says so (HeldRole) and deletes its session.
+        # An operator's DELETE of a crashed primary would instead wait for its grant to lapse
+        # (docs/safety.md), which tests/cluster/test_handover.py covers.
+        stopping = time.monotonic()
+        await a.stop()
+        deleted = stopping
         at, change = await b_changes.next(timeout=5.0)
         assert change.new == PRIMARY, change
         latencies.append(at - deleted)
@@ -390,7 +420,7 @@ def test_promotion_notice_arrives_by_long_poll_not_at_the_next_heartbeat(cluster
 
     asyncio.run(body())
     print(
-        f"promotion notice after DELETE of the primary: median {statistics.median(latencies) * 1000:.0f} ms, "
+        f"promotion notice after the primary resigned: median {statistics.median(latencies) * 1000:.0f} ms, "
         f"max {max(latencies) * 1000:.0f} ms over {len(latencies)} trials"
     )
     assert max(latencies) < 2.0, latencies  # the next timer heartbeat is up to 10 s away
@@ -586,7 +616,9 @@ def test_killing_the_leader_changes_no_role(own_cluster: Cluster) -> None:
     a, a_changes, b_changes, epoch, stopping = asyncio.run(body())
     during_the_run = [c for t, c in a_changes.changes + b_changes.changes if t < stopping]
     assert during_the_run == []
-    assert a_changes.changes[-1][1].reason == "agent stopped"
+    # a was Primary: its stop drops the grant and says so before the DELETE (Agent._resign).
+    resigned = a_changes.changes[-1][1]
+    assert (resigned.old, resigned.new, resigned.reason) == (PRIMARY, SECONDARY, "agent stopping")
     assert a.epoch == epoch
 
 

@@ -515,11 +515,15 @@ def test_role_override_primary_off_and_expiry(serve: Serve) -> None:
         assert forced == {"Value": 1, "RoleOverrideExpirationTime": None}
         session_b = await get(client, "/groups/G/clientsessions/b")
         assert (session_b["RoleOverride"], session_b["RoleOverrideExpirationTime"]) == (1, None)
-        # P1: a still holds the grant; b waits as PendingPrimary until a is told Secondary.
+        # P1: a may still act on its grant; b waits as PendingPrimary until a acknowledges
+        # (our agent's HeldRole/HeldEpoch) or a's grant lapses (T = 30 s here).
         status = await get(client, "/groups/G/status")
-        assert (status["Primary"], status["PendingPrimary"]) == ("a", "b")
+        assert status["PendingPrimary"] == "b" and status["Primary"] in ("a", None)
         assert (await beat(client, "G", "a"))["Role"] == SECONDARY
-        assert (await beat(client, "G", "b"))["Role"] == PRIMARY
+        assert (await beat(client, "G", "b"))["Role"] == PENDING  # telling a freed nothing
+        acknowledged = {"FailoverScore": 100, "HeldRole": "Secondary", "HeldEpoch": 1}
+        assert (await beat(client, "G", "a", acknowledged))["Role"] == SECONDARY
+        assert (await confirm(client, "G", "b"))["Role"] == PRIMARY
         # Off cancels the override; b keeps the role as the incumbent.
         assert ok(await client.post(url("b"), json={"Value": "Off"})) == {
             "Value": 0,
@@ -960,5 +964,33 @@ def test_fastapi_heartbeat_route_keeps_the_contract(serve: Serve) -> None:
             error(await inner.post(url, content=b"[]"), 400)
             missing = f"{API}/groups/G/clientsessions/nope/heartbeat"
             error(await inner.post(missing, json={"FailoverScore": 1}), 404)
+
+    serve(body)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({"HeldRole": "Boss"}, id="role-unknown"),
+        pytest.param({"HeldRole": "Secondary", "HeldEpoch": -1}, id="epoch-negative"),
+        pytest.param({"HeldRole": "Secondary", "HeldEpoch": "1"}, id="epoch-text"),
+        pytest.param({"HeldRole": "Secondary", "HeldEpoch": True}, id="epoch-bool"),
+        pytest.param({"HeldEpoch": 10**30}, id="epoch-huge"),
+    ],
+)
+def test_heartbeat_refuses_a_malformed_held_role_or_epoch(
+    serve: Serve, extra: dict[str, Any]
+) -> None:
+    """Our agent's HeldRole/HeldEpoch extension: malformed values are a 400 naming the field,
+    and change nothing; absent values (AVEVA adapters) are the normal case."""
+
+    async def body(client: httpx.AsyncClient, node: Node) -> None:
+        await make_group(client, "H")
+        await make_session(client, "H", "s")
+        url = f"{API}/groups/H/clientsessions/s/heartbeat"
+        refused = error(await client.post(url, json={"FailoverScore": 50, **extra}), 400)
+        assert "Held" in str(refused)
+        answer = ok(await client.post(url, json={"FailoverScore": 50, "heldrole": "primary"}))
+        assert answer["Role"] == PRIMARY
 
     serve(body)

@@ -159,6 +159,10 @@ class FailoverAgent:
         self._role = ClientRole.Secondary
         self._state = AgentState.Stopped
         self._grant = Grant()
+        # The highest grant epoch this agent will never act on again: it was told another
+        # role at that epoch, or the grant lapsed on its clock. Sent as HeldEpoch, so the
+        # service may hand the role on at once instead of waiting for the grant to lapse.
+        self._dropped = -1
         self._answered: tuple[ClientRole, int | None] | None = None  # last heartbeat answer
         self._polled: tuple[ClientRole, int | None] | None = None  # what the long-poll knows
         self._server_ldpt = 0
@@ -354,6 +358,7 @@ class FailoverAgent:
                 await task
         self._cancel_lapse()
         if unregister and self._registered.is_set():
+            await self._resign()
             await self._require_service().unregister()
         self._registered.clear()
         self._set_role(ClientRole.Secondary, "agent stopped")
@@ -362,6 +367,17 @@ class FailoverAgent:
         await self._client.aclose()
         self._client, self._service, self._tasks = None, None, []
         self._state = AgentState.Stopped
+
+    async def _resign(self) -> None:
+        """Drop the grant and say so before deleting the session: a deletion alone does not tell
+        the service that this adapter stopped acting, so the next primary would wait for the
+        grant to lapse. Best effort: the session is deleted either way."""
+        if self._role != ClientRole.Primary:
+            return
+        self._drop(self._grant.epoch)
+        self._set_role(ClientRole.Secondary, "agent stopping")
+        with contextlib.suppress(EndpointError):
+            await self._require_service().heartbeat(0.0, self._ldpt, self._held())
 
     # ----------------------------------------------------------------- heartbeats
 
@@ -431,22 +447,39 @@ class FailoverAgent:
     async def _heartbeat(self) -> RoleAnswer:
         self._current_score()
         sent_at = asyncio.get_running_loop().time()
-        answer = await self._require_service().heartbeat(self._score, self._ldpt)
+        answer = await self._require_service().heartbeat(self._score, self._ldpt, self._held())
         self._apply(answer, sent_at)
         self._claims_primary = False  # the service has spoken: the restored role is spent
         return answer
+
+    def _held(self) -> tuple[ClientRole, int | None]:
+        """HeldRole and HeldEpoch for the next heartbeat: what this agent acts on as it sends.
+        Heartbeats go one at a time, so no answer to an earlier one can change it later."""
+        if self._role == ClientRole.Primary:
+            return ClientRole.Primary, self._grant.epoch
+        return ClientRole.Secondary, self._dropped if self._dropped >= 0 else None
+
+    def _drop(self, epoch: int | None) -> None:
+        if epoch is not None:
+            self._dropped = max(self._dropped, epoch)
 
     def _apply(self, answer: RoleAnswer, sent_at: float) -> None:
         loop = asyncio.get_running_loop()
         self._answered = self._polled = (answer.role, answer.epoch)
         self._server_ldpt = answer.last_data_processed
+        was_primary = self._role == ClientRole.Primary
+        if answer.role != ClientRole.Primary:
+            self._drop(answer.epoch)
         self._grant = Grant.from_answer(answer, sent_at, self._timeout)
-        role = next_role(self._role, answer.role, self._grant.valid(loop.time()))
+        valid = self._grant.valid(loop.time()) and not self._grant.dropped(self._dropped)
+        role = next_role(self._role, answer.role, valid)
         if role == ClientRole.Primary:
             self._arm_lapse(self._grant.valid_until)
         else:
             self._cancel_lapse()
         self._set_role(role, f"heartbeat answered {answer.role.name} (epoch {answer.epoch})")
+        if was_primary and role != ClientRole.Primary:
+            self._poke.set()  # acknowledge at once: the hand-over waits for it
 
     def _current_score(self) -> float:
         if self._score_fn is not None:
@@ -505,6 +538,7 @@ class FailoverAgent:
         )
         self._registered.clear()
         self._cancel_lapse()
+        self._drop(self._grant.epoch)
         self._set_role(ClientRole.Secondary, "session not found on the service")
 
     # ----------------------------------------------------------------- registration
@@ -576,6 +610,7 @@ class FailoverAgent:
             return False  # a heartbeat already told us (the poll was in flight meanwhile)
         if self._role == ClientRole.Primary and answer.role != ClientRole.Primary:
             # Stepping down early is always safe; only a heartbeat can make us Primary.
+            self._drop(self._grant.epoch)
             self._cancel_lapse()
             self._set_role(ClientRole.Secondary, f"role long-poll answered {answer.role.name}")
         log.debug("Role long-poll: %s epoch %s; heartbeating now", answer.role.name, answer.epoch)
@@ -602,6 +637,7 @@ class FailoverAgent:
                 "The Primary grant (epoch %s) lapsed without renewal; acting as Secondary.",
                 self._grant.epoch,
             )
+            self._drop(self._grant.epoch)
             self._set_role(ClientRole.Secondary, "Primary grant lapsed without renewal")
 
     # ----------------------------------------------------------------- role changes

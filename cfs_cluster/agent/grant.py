@@ -86,6 +86,11 @@ class Grant:
     def valid(self, now: float) -> bool:
         return now < self.valid_until
 
+    def dropped(self, dropped_epoch: int) -> bool:
+        """True when this grant's epoch is one the agent already dropped: a late or stale
+        answer (an epoch only grows with each new grant), never acted on again."""
+        return self.epoch is not None and self.epoch <= dropped_epoch
+
     def remaining(self, now: float) -> float:
         return max(0.0, self.valid_until - now)
 

@@ -17,6 +17,7 @@ from cfs_cluster.agent.grant import RoleAnswer, parse_role_answer
 from cfs_cluster.agent.settings import AgentSettings, default_session_name
 from cfs_cluster.agent.tokens import BearerAuth, TokenProvider
 from cfs_cluster.agent.transport import EndpointError, EndpointPool, Refused, check, session_path
+from cfs_cluster.protocol.heartbeat import HELD_EPOCH, HELD_ROLE
 from cfs_cluster.protocol.wire import (
     TICKS_PER_SECOND,
     ClientRole,
@@ -86,10 +87,21 @@ class FailoverService:
         check(await self.pool.request("POST", path, json=body), f"Adding session to group {gid}")
         log.info("Added session %s to failover group %s.", self.session_id, gid)
 
-    async def heartbeat(self, score: float, last_data_processed: int | None) -> RoleAnswer:
+    async def heartbeat(
+        self,
+        score: float,
+        last_data_processed: int | None,
+        held: tuple[ClientRole, int | None] | None = None,
+    ) -> RoleAnswer:
+        """``held``: the role this agent acts in and its epoch (HeldRole/HeldEpoch, protocol/
+        heartbeat.py), extra properties that an AVEVA-compatible service ignores (spec §10)."""
         body: dict[str, Any] = {"FailoverScore": score}
         if last_data_processed is not None:
             body["LastDataProcessedTime"] = format_datetime(last_data_processed)
+        if held is not None:
+            body[HELD_ROLE] = held[0].name
+            if held[1] is not None:
+                body[HELD_EPOCH] = held[1]
         path = session_path(self.settings.group_id, self.session_id, "heartbeat")
         response = check(await self.pool.request("POST", path, json=body), "Heartbeat")
         try:

@@ -213,6 +213,8 @@ async def heartbeat(request: Request, group_id: str, session_id: str) -> dict[st
         body.score,
         body.last_data_processed,
         body.heartbeat_time,
+        body.held_role,
+        body.held_epoch,
     )
     return heartbeat_json(await node_of(request).heartbeat(report))
 

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from cfs_cluster import __version__
-from cfs_cluster.api.models import relayed_report
+from cfs_cluster.api.models import relayed_batch, relayed_report
 from cfs_cluster.api.requests import caller_of, from_member, node_of, require_member
 from cfs_cluster.cluster.membership import HANDED_OVER, MemberChange
 from cfs_cluster.cluster.node import Node
-from cfs_cluster.cluster.relay import MAX_BATCH, encode_answer
+from cfs_cluster.cluster.relay import MAX_BATCH, encode_answer, relayed_term_is_current
 from cfs_cluster.errors import BadRequest, CfsError, Unavailable
 from cfs_cluster.protocol.bodies import load_json
 from cfs_cluster.protocol.heartbeat import PING_PATH, READ_PATH, RELAY_PATH
@@ -247,11 +247,13 @@ async def member_read(request: Request) -> Response:
 async def relay(request: Request) -> Response:
     """Heartbeats relayed by a follower, answered one by one in the same order."""
     node = node_of(request)
-    items = load_json(await request.body())
-    if not isinstance(items, list) or len(items) > MAX_BATCH:
+    term, items = relayed_batch(load_json(await request.body()))
+    if len(items) > MAX_BATCH:
         raise BadRequest(f"A relayed batch is a list of at most {MAX_BATCH} heartbeats.")
     if not node.coordinator.can_decide():
         raise Unavailable("This node is not the leader with a current majority.", retry_after=0.5)
+    if not relayed_term_is_current(term, node.replicator.term()):
+        raise Unavailable("This node leads an older term than the relaying node.", retry_after=0.5)
     results = await asyncio.gather(*(_one(node, item) for item in items))
     return JSONResponse(results)
 

@@ -176,6 +176,8 @@ class FrontDoor:
                 parsed.score,
                 parsed.last_data_processed,
                 parsed.heartbeat_time,
+                parsed.held_role,
+                parsed.held_epoch,
             )
             answer = await self.node.heartbeat(report)
         except CfsError as exc:

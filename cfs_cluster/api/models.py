@@ -18,7 +18,13 @@ from cfs_cluster import engine
 from cfs_cluster.cluster.liveness import GroupLiveness
 from cfs_cluster.errors import BadRequest
 from cfs_cluster.protocol.bodies import load_json
-from cfs_cluster.protocol.heartbeat import HeartbeatAnswer, HeartbeatReport
+from cfs_cluster.protocol.heartbeat import (
+    HELD_EPOCH,
+    HELD_ROLE,
+    HeartbeatAnswer,
+    HeartbeatReport,
+    parse_held,
+)
 from cfs_cluster.protocol.wire import (
     MAX_TICKS,
     TICKS_PER_SECOND,
@@ -39,6 +45,7 @@ __all__ = [
     "SessionConfig",
     "check_id",
     "load_json",
+    "relayed_batch",
     "relayed_report",
 ]
 
@@ -144,12 +151,21 @@ class HeartbeatBody:
     score: float
     last_data_processed: int | None
     heartbeat_time: int | None
+    held_role: ClientRole | None = None
+    held_epoch: int | None = None
 
     @classmethod
     def parse(cls, body: Any) -> HeartbeatBody:
         fields = normalize_keys(
             _object(body, "heartbeat"),
-            ("FailoverScore", "FailoverStatus", "LastDataProcessedTime", "HeartbeatTime"),
+            (
+                "FailoverScore",
+                "FailoverStatus",
+                "LastDataProcessedTime",
+                "HeartbeatTime",
+                HELD_ROLE,
+                HELD_EPOCH,
+            ),
         )
         raw = fields.get("FailoverScore", fields.get("FailoverStatus"))
         if raw is None:
@@ -157,29 +173,54 @@ class HeartbeatBody:
         score = _score(raw)
         ldpt = fields.get("LastDataProcessedTime")
         hb_time = fields.get("HeartbeatTime")
+        held_role, held_epoch = parse_held(fields.get(HELD_ROLE), fields.get(HELD_EPOCH))
         return cls(
             score=score,
             last_data_processed=None
             if ldpt is None
             else parse_datetime(ldpt, "LastDataProcessedTime"),
             heartbeat_time=None if hb_time is None else parse_datetime(hb_time, "HeartbeatTime"),
+            held_role=held_role,
+            held_epoch=held_epoch,
         )
 
 
 def relayed_report(item: Any) -> HeartbeatReport:
-    """A heartbeat a follower relayed (``[groupId, sessionId, score, ldpt, time]``, times in
-    ticks), held to the checks of a direct one: a relay carries nothing the front door of the
-    leader would have refused."""
-    if not isinstance(item, list) or len(item) != 5:
-        raise BadRequest("A relayed heartbeat is [groupId, sessionId, score, ldpt, time].")
-    group_id, session_id, score, ldpt, hb_time = item
+    """A heartbeat a follower relayed (``[groupId, sessionId, score, ldpt, time, heldRole,
+    heldEpoch]``, times in ticks; five items from a node of an earlier release, which knows no
+    HeldRole/HeldEpoch), held to the checks of a direct one: a relay carries nothing the front
+    door of the leader would have refused."""
+    if not isinstance(item, list) or len(item) not in (5, 7):
+        raise BadRequest(
+            "A relayed heartbeat is [groupId, sessionId, score, ldpt, time, heldRole, heldEpoch]."
+        )
+    group_id, session_id, score, ldpt, hb_time, *held = item
+    held_role, held_epoch = parse_held(*held) if held else (None, None)
     return HeartbeatReport(
         check_id(group_id, "groupId"),
         check_id(session_id, "sessionId"),
         _score(score),
         _relayed_ticks(ldpt, "LastDataProcessedTime"),
         _relayed_ticks(hb_time, "HeartbeatTime"),
+        held_role,
+        held_epoch,
     )
+
+
+def relayed_batch(body: Any) -> tuple[int | None, list[Any]]:
+    """The relaying follower's Raft term and its heartbeats: ``{"Term": t, "Heartbeats": [...]}``
+    (the term inside the signed body, so no one on the way changes it), or a bare list from a
+    node of an earlier release, which sends no term."""
+    if isinstance(body, list):
+        return None, body
+    if not isinstance(body, dict):
+        raise BadRequest("A relayed batch is {Term, Heartbeats}.")
+    term, items = body.get("Term"), body.get("Heartbeats")
+    if isinstance(term, bool) or not isinstance(term, int) or term < 0:
+        raise BadRequest("Term of a relayed batch must be a non-negative integer.")
+    if not isinstance(items, list):
+        raise BadRequest("Heartbeats of a relayed batch must be a list.")
+    return term, items
 
 
 def _relayed_ticks(value: Any, field: str) -> int | None:
@@ -342,6 +383,13 @@ class Heartbeat(BaseModel):
         default=None, examples=["2026-11-23T10:00:00.1234567Z"]
     )
     HeartbeatTime: str | None = None
+    HeldRole: ClientRole | None = Field(
+        default=None,
+        description="Extension (our agent): the role the sender acts in as it sends. "
+        "Secondary with HeldEpoch E promises it acts on no grant of epoch <= E, so a hand-over "
+        "need not wait for its old grant to lapse",
+    )
+    HeldEpoch: int | None = Field(default=None, ge=0, description="The epoch HeldRole refers to")
 
 
 class HeartbeatResponse(BaseModel):

@@ -66,6 +66,16 @@ class Coordinator:
         self._clock = clock
         self._wall = wall
         self._heard: dict[Key, float] = {}
+        # Per group and session: when (this clock) the last Primary answer the session may have
+        # received was composed. A Secondary answer since does not end it: it may be lost.
+        self._granted: dict[str, dict[str, float]] = {}
+        # Per session: the epoch up to which its latest heartbeat says it acts on no grant.
+        self._acks: dict[Key, int] = {}
+        # Groups whose last decision has an unknown outcome (it may still commit, even in the
+        # next term): no answers for them until their version moves on (the decision applied,
+        # or something else did and the decision can no longer apply).
+        self._unsure: dict[str, int] = {}
+        self._term = 0  # the term this node leads in, once its OpenTerm is applied
         self._scores: dict[Key, float] = {}
         self._records: dict[Key, engine.HeartbeatRecord] = {}
         self._dirty_records: set[Key] = set()
@@ -150,6 +160,7 @@ class Coordinator:
                 and term == self._replicator.term()
             ):
                 self._leading = True
+                self._term = term
                 self._seed_from_checkpoint()
                 log.info(
                     "This node is now the Raft leader (term %d); every session gets a fresh grace.",
@@ -159,6 +170,9 @@ class Coordinator:
 
     def _reset(self) -> None:
         self._heard.clear()
+        self._granted.clear()
+        self._acks.clear()
+        self._unsure.clear()
         self._scores.clear()
         self._records.clear()
         self._dirty_records.clear()
@@ -173,6 +187,11 @@ class Coordinator:
         with self._replicator.read() as state:
             for group in state.groups.values():
                 self._group_times[group.id] = group.last_data_processed
+                # An earlier leader may have answered these Primary until it stepped down
+                # (within new_leader_grace): count that answer as given when the grace ends.
+                for holder in (group.primary, group.releasing):
+                    if holder is not None:
+                        self._granted_at(group.id, holder, grace_until)
                 horizon = group.timeout + round(
                     (self._failover.checkpoint_interval + self.new_leader_grace) * TICKS_PER_SECOND
                 )
@@ -216,10 +235,32 @@ class Coordinator:
         key = (report.group_id, report.session_id)
         self._heard[key] = max(now, self._heard.get(key, now))
         self._record(key, report)
+        self._note_held(key, report)
         if report.group_id not in self._scheduled:
             self._schedule(report.group_id, now + group.timeout_seconds)
         group = await self._decide(report.group_id, report.session_id)
+        self._require_sure(group)
         return self._answer(group, report)
+
+    def _note_held(self, key: Key, report: HeartbeatReport) -> None:
+        """Remember what the session says it holds (our agent; AVEVA adapters say nothing)."""
+        held, epoch = report.held_role, report.held_epoch
+        if held is not None and held != ClientRole.Primary and epoch is not None:
+            self._acks[key] = epoch
+        else:
+            self._acks.pop(key, None)
+
+    def _require_sure(self, group: engine.Group) -> None:
+        if self._unsure.get(group.id) == group.version:
+            raise Unavailable(
+                "A role decision of this group has an unknown outcome; retry shortly.",
+                retry_after=0.5,
+            )
+        self._unsure.pop(group.id, None)
+
+    def _granted_at(self, group_id: str, session_id: str, when: float) -> None:
+        held = self._granted.setdefault(group_id, {})
+        held[session_id] = max(when, held.get(session_id, when))
 
     def _record(self, key: Key, report: HeartbeatReport) -> None:
         wall_now = ticks_from_unix(self._wall())
@@ -248,6 +289,9 @@ class Coordinator:
         valid_for = 0
         if role == ClientRole.Primary:
             valid_for = int(group.timeout * self._failover.validity_fraction)
+            # ValidFor runs on the adapter's clock from its send, before now (evaluate adds
+            # the full T and the margin to this).
+            self._granted_at(group.id, report.session_id, self._clock())
         return HeartbeatAnswer(role, ldpt, group.epoch, valid_for, group.timeout)
 
     def liveness(self, group_ids: Collection[str]) -> dict[str, GroupLiveness] | None:
@@ -277,6 +321,7 @@ class Coordinator:
         now = self._clock()
         ages: dict[str, float] = {}
         scores: dict[str, float] = {}
+        acks: dict[str, int] = {}
         for sid in group.sessions:
             key = (group.id, sid)
             heard = self._heard.get(key)
@@ -285,6 +330,10 @@ class Coordinator:
             score = self._scores.get(key)
             if score is not None:
                 scores[sid] = score
+            ack = self._acks.get(key)
+            if ack is not None:
+                acks[sid] = ack
+        granted = {sid: now - when for sid, when in self._granted.get(group.id, {}).items()}
         return engine.LivenessView(
             ages=ages,
             scores=scores,
@@ -292,15 +341,22 @@ class Coordinator:
             margin=self._failover.expiry_margin,
             heartbeat_from=heartbeat_from,
             sender_was_pending=sender_was_pending,
+            granted=granted,
+            acks=acks,
+            term=self._term,
         )
 
     async def _decide(self, group_id: str, heartbeat_from: str | None) -> engine.Group:
         """Commit whatever decisions the group needs now; return the group afterwards."""
         group = self._group(group_id)
         was_pending = heartbeat_from is not None and group.pending == heartbeat_from
-        if engine.evaluate(group, self._view(group, heartbeat_from, was_pending)) is None:
-            return group  # the hot path: nothing to change, nothing to replicate
         lock = self._locks.setdefault(group_id, asyncio.Lock())
+        # The hot path: nothing to change, nothing to replicate. Never while a decision is in
+        # flight: that decision may release the very grant this answer would renew.
+        if not lock.locked() and (
+            engine.evaluate(group, self._view(group, heartbeat_from, was_pending)) is None
+        ):
+            return group
         async with lock:
             for _ in range(MAX_DECISION_ROUNDS):
                 group = self._group(group_id)
@@ -310,7 +366,11 @@ class Coordinator:
                 if not self.can_decide():
                     raise Unavailable("Lost leadership while deciding.", retry_after=0.5)
                 before = (group.primary, group.pending)
-                result = await self._replicator.submit(decision, self._request_timeout)
+                try:
+                    result = await self._replicator.submit(decision, self._request_timeout)
+                except Unavailable:
+                    self._unsure[group_id] = group.version
+                    raise
                 if result.code == engine.Code.OK:
                     _log_decision(before, decision)
         return self._group(group_id)
@@ -378,6 +438,12 @@ class Coordinator:
                 wait = (session.override_expiry - ticks_from_unix(self._wall())) / TICKS_PER_SECOND
                 times.append(self._clock() + max(wait, 0.0))
         now = self._clock()
+        held = self._granted.get(group.id, {})
+        for sid, when in list(held.items()):
+            if now - when > timeout + margin:
+                del held[sid]  # certainly lapsed: nothing left to wait for
+            else:
+                times.append(when + timeout + margin + 0.001)
         pending = [t for t in times if t > now]
         return min(pending) if pending else (now + timeout if times else None)
 
@@ -401,7 +467,10 @@ class Coordinator:
         )
         self._dirty_records, self._dirty_groups = set(), set()
         command = engine.SaveCheckpoint(
-            request_id=f"checkpoint:{time.time_ns()}", heartbeats=records, group_times=times
+            request_id=f"checkpoint:{time.time_ns()}",
+            heartbeats=records,
+            group_times=times,
+            term=self._term,
         )
         await self._replicator.submit(command, self._request_timeout)
 

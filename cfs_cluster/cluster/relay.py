@@ -40,7 +40,14 @@ from cfs_cluster.protocol.wire import ClientRole
 from cfs_cluster.security.memberauth import MEMBER_HEADER, Caller, MemberAuth, is_internal
 from cfs_cluster.security.tls import member_trust_context
 
-__all__ = ["INTERNAL_PATHS", "PING_PATH", "READ_PATH", "RELAY_PATH", "Relay"]
+__all__ = [
+    "INTERNAL_PATHS",
+    "PING_PATH",
+    "READ_PATH",
+    "RELAY_PATH",
+    "Relay",
+    "relayed_term_is_current",
+]
 
 log = logging.getLogger("cfs.forwarding")
 
@@ -51,7 +58,9 @@ _ERRORS: dict[int, type[CfsError]] = {400: BadRequest, 404: NotFound, 429: TooMa
 
 
 def encode_report(r: HeartbeatReport) -> list[Any]:
-    return [r.group_id, r.session_id, r.score, r.last_data_processed, r.heartbeat_time]
+    held = None if r.held_role is None else int(r.held_role)
+    return [r.group_id, r.session_id, r.score, r.last_data_processed, r.heartbeat_time, held,
+            r.held_epoch]  # fmt: skip
 
 
 def encode_answer(a: HeartbeatAnswer) -> list[Any]:
@@ -71,6 +80,13 @@ class _Outcome:
     ok: bool
     reason: str
     at: float  # monotonic
+
+
+def relayed_term_is_current(term: int | None, own_term: int) -> bool:
+    """False when the relaying follower already follows a newer term than this node leads: a
+    leader of an older term (deposed, not yet aware) must not answer, so a relayed heartbeat is
+    answered only by the leader of the current term."""
+    return term is None or term <= own_term
 
 
 class Relay:
@@ -188,7 +204,9 @@ class Relay:
                 future.set_exception(error_type(reason, retry_after=retry_after))
 
     async def _post(self, body: list[list[Any]]) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = await self.call_leader(RELAY_PATH, body)
+        results: list[dict[str, Any]] = await self.call_leader(
+            RELAY_PATH, {"Term": self._replicator.term(), "Heartbeats": body}
+        )
         if not isinstance(results, list) or len(results) != len(body):
             raise Unavailable(
                 "The leader's relay answer does not match the batch.", retry_after=0.5

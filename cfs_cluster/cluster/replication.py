@@ -29,6 +29,7 @@ from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.config import FAIL_REASON
 
 from cfs_cluster import engine
+from cfs_cluster.cluster.lease import LeaderContact, LeaseTracker
 from cfs_cluster.errors import Conflict, StorageUnavailable, Unavailable
 from cfs_cluster.settings import RaftSettings
 from cfs_cluster.storage.durable import STORAGE_REFUSED, DurableSyncObj
@@ -49,6 +50,10 @@ _RETRYABLE = {
     FAIL_REASON.LEADER_CHANGED,
     FAIL_REASON.UNKNOWN_OUTCOME,
 }
+# A command computed from leader-local liveness is not retried after an outcome that leaves
+# leadership in doubt: a retry would be forwarded to the next leader and commit there (the
+# term fence refuses it only after that leader's OpenTerm). Only a full queue is certain.
+_RETRYABLE_FENCED = {FAIL_REASON.QUEUE_FULL}
 _RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
@@ -129,7 +134,8 @@ class Replicator:
         self._on_state_changed = on_state_changed
         self._obj: SyncObj | None = None
         self._lease_cache: tuple[float, bool] = (0.0, False)
-        self._leader_contact = 0.0  # monotonic time of the last append_entries received
+        self._lease = LeaseTracker()
+        self._contact = LeaderContact()
         # ReadIndex rounds and applied-index waiters, shared with the tick thread.
         self._tick_lock = threading.Lock()
         self._probe_requests: list[Callable[[int | None], None]] = []
@@ -165,11 +171,11 @@ class Replicator:
         self._obj = DurableSyncObj(
             self._self_address, list(self._peers), conf, [self._store], self._storage
         )
-        self._observe_leader_contact(self._obj)
+        self._observe_messages(self._obj)
         self._obj.addOnTickCallback(self._on_tick)
 
-    def _observe_leader_contact(self, obj: SyncObj) -> None:
-        """Note when the leader's last append_entries arrived (pysyncobj keeps this private).
+    def _observe_messages(self, obj: SyncObj) -> None:
+        """Stamp and read pysyncobj's messages for the lease and the leader contact (lease.py).
 
         A follower whose leader went silent must refuse relays at once: its TCP connection to
         the leader may look alive for seconds after a partition (dropped packets reset
@@ -177,22 +183,34 @@ class Replicator:
         """
         transport = obj._SyncObj__transport
         deliver = transport._onMessageReceivedCallback
+        send = transport.send
 
         def observed(node: Any, message: Any) -> None:
             kind = message.get("type") if isinstance(message, dict) else None
-            if kind == "append_entries":
-                self._leader_contact = time.monotonic()
-            elif kind == _PROBE:
+            if kind == _PROBE:
                 self._answer_probe(obj, node, message)
                 return
-            elif kind == _PROBE_ACK:
+            if kind == _PROBE_ACK:
                 self._count_probe_ack(obj, node, message)
                 return
-            deliver(node, message)
+            term = int(obj.raftCurrentTerm)
+            self._contact.observe(node, message, term)
+            self._lease.observe(node, message, term)
+            try:
+                deliver(node, message)
+            finally:
+                self._lease.delivered(node)
+
+        def stamped(node: Any, message: Any) -> Any:
+            self._lease.stamp(node, message)
+            return send(node, message)
 
         transport.setOnMessageReceivedCallback(observed)
+        transport.send = stamped
 
     def _state_changed(self, old: int, new: int) -> None:
+        if _RAFT_STATES.get(new) == "leader":
+            self._lease.reset()  # confirmations count only in the term this node now leads
         self._on_state_changed(_RAFT_STATES.get(old, "?"), _RAFT_STATES.get(new, "?"))
 
     @property
@@ -207,13 +225,14 @@ class Replicator:
         """Replicate ``command`` and return its result once applied here; retry while safe."""
         deadline = time.monotonic() + timeout
         delay = 0.02
+        retryable = _RETRYABLE_FENCED if isinstance(command, engine.TERM_FENCED) else _RETRYABLE
         while True:
             err = await self._submit_once(command, deadline)
             if isinstance(err, engine.Result):
                 return err
             if err == STORAGE_REFUSED:
                 raise StorageUnavailable(self._refusal_reason(), retry_after=1)
-            if err not in _RETRYABLE or time.monotonic() + delay >= deadline:
+            if err not in retryable or time.monotonic() + delay >= deadline:
                 raise Unavailable(
                     f"The cluster did not commit the request ({_fail_name(err)}).", retry_after=1
                 )
@@ -414,7 +433,8 @@ class Replicator:
         return None if leader is None else str(getattr(leader, "id", leader))
 
     def has_lease(self) -> bool:
-        """True when this node leads and a majority answered within ``leader_fallback``.
+        """True when this node leads and a majority confirmed, in this term, a message this
+        node sent within ``leader_fallback`` (lease.py: our own stamps, one clock).
 
         pysyncobj steps a cut-off leader down only on its next tick; this check is exact at the
         instant of the call, so a role is never answered on the strength of an old majority.
@@ -423,19 +443,16 @@ class Replicator:
         checked_at, value = self._lease_cache
         if now - checked_at < 0.005:
             return value
-        value = self._compute_lease(now)
+        value = self._compute_lease()
         self._lease_cache = (now, value)
         return value
 
-    def _compute_lease(self, now: float) -> bool:
+    def _compute_lease(self) -> bool:
         obj = self._obj
         if obj is None or not obj._isLeader():
             return False
-        responses: dict[Any, float] = getattr(obj, "_SyncObj__lastResponseTime", {})
         others = obj.otherNodes
-        fresh = sum(
-            1 for node in others if now - responses.get(node, 0.0) <= self._timing.leader_fallback
-        )
+        fresh = self._lease.confirmed(others, self._timing.leader_fallback)
         return (fresh + 1) * 2 > len(others) + 1
 
     def storage_problem(self) -> str | None:
@@ -500,17 +517,20 @@ class Replicator:
         return None
 
     def leader_connected(self) -> bool:
-        """A follower heard its leader within ``min_timeout`` (cheap: checked per request)."""
+        """A follower heard the leader of its current term within ``min_timeout`` (cheap:
+        checked per request). An append_entries of a deposed leader, which pysyncobj ignores,
+        does not count."""
         obj = self._obj
-        if obj is None or obj._getLeader() is None:
+        leader = None if obj is None else obj._getLeader()
+        if obj is None or leader is None:
             return False
-        return time.monotonic() - self._leader_contact <= self._timing.min_timeout
+        return self._contact.heard_within(
+            leader, int(obj.raftCurrentTerm), self._timing.min_timeout
+        )
 
     def leader_contact_age(self) -> float | None:
-        """Seconds since the leader's last append_entries arrived here; None if never."""
-        if not self._leader_contact:
-            return None
-        return time.monotonic() - self._leader_contact
+        """Seconds since a leader's last append_entries arrived here; None if never."""
+        return self._contact.age()
 
     def voters(self) -> list[str]:
         """Raft addresses of every voting member, this node included, as pysyncobj sees it."""

@@ -28,10 +28,13 @@ The rules (spec §4.3, design.md P1):
 3. Otherwise the live session with the highest FailoverScore is the candidate; the incumbent
    keeps the role while it is live and its score is >= the candidate's (ties never flip).
 4. A session is live when its last heartbeat is at most FailoverTimeout old.
-5. The holder of a grant keeps it until it is *released*: it was answered Secondary (its own
-   heartbeat), its grant certainly expired (no heartbeat for FailoverTimeout + margin), or its
-   session was deleted (the adapter's own resignation). Until then the candidate stays
-   PendingPrimary: at most one session ever holds a valid grant (P1).
+5. The holder of a grant keeps counting as one until it is *freed*: it acknowledged (its
+   heartbeat says it acts on no grant up to the current epoch) or its last Primary answer
+   certainly lapsed (FailoverTimeout + margin since the leader composed it). Being answered
+   Secondary frees nothing (the answer may be lost), nor does deleting its session. A live
+   holder that must hand over is told Secondary meanwhile (``Group.releasing``); the candidate
+   stays PendingPrimary until the grant is free: at most one session ever holds a valid grant
+   (P1). ``Decide`` carries its Raft term and is refused once another term has opened.
 6. Once the grant is free, an override target or a lone session is granted Primary at once; any
    other candidate is told PendingPrimary and granted Primary on its next heartbeat (a heartbeat
    that arrives while it already is the pending candidate; ``LivenessView.sender_was_pending``).
@@ -65,6 +68,7 @@ from cfs_cluster.engine.configuration import (
 from cfs_cluster.engine.decisions import LivenessView, evaluate
 from cfs_cluster.engine.dispatch import apply
 from cfs_cluster.engine.failover import (
+    TERM_FENCED,
     CreateGroup,
     Decide,
     DeleteGroup,
@@ -120,6 +124,7 @@ __all__ = [
     "SetConfiguration",
     "SetOverride",
     "SigningKey",
+    "TERM_FENCED",
     "UpdateClient",
     "UpdateHealthEndpoint",
     "UpdateUser",

@@ -67,6 +67,10 @@ class Group(Upgradable):
     sessions: dict[str, Session] = field(default_factory=dict)
     primary: str | None = None
     pending: str | None = None
+    # A session told to step down that may still act on its last grant (it is answered
+    # Secondary): nobody else is granted until it acknowledges or its grant certainly lapsed.
+    # It may name a deleted session, whose adapter may still be acting on its grant.
+    releasing: str | None = None
     epoch: int = 0
     version: int = 0
     last_data_processed: int = 0  # UTC ticks, 0 = unknown
@@ -127,7 +131,10 @@ class SetOverride(Command):
 
 @dataclass(frozen=True)
 class Decide(Command):
-    """A role decision of the leader, applied only if the group is still at ``version``."""
+    """A role decision of the leader, applied only if the group is still at ``version`` and
+    the Raft term it was decided in is still the current one (``ClusterState.opened_term``):
+    a deposed leader's decision, computed from liveness it no longer owns, never applies in a
+    later term."""
 
     group_id: str
     version: int
@@ -137,6 +144,11 @@ class Decide(Command):
     reason: str
     time: int
     scores: tuple[tuple[str, float], ...] = ()
+    term: int = 0
+    releasing: str | None = None
+    # Grant ``primary`` anew (a new epoch) although it already is the primary: it told us it
+    # dropped its grant (its validity lapsed on its own clock) and no longer acts on the old one.
+    regrant: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,14 @@ class SaveCheckpoint(Command):
 
     heartbeats: tuple[tuple[str, str, HeartbeatRecord], ...]
     group_times: tuple[tuple[str, int], ...]
+    term: int = 0  # fenced like Decide: the values are the leader's own liveness
+
+
+def _fenced(state: ClusterState, term: int) -> Result | None:
+    """STALE when a command computed from leader-local liveness comes from another term."""
+    if term != state.opened_term:
+        return Result(Code.STALE, f"decided in term {term}; term {state.opened_term} is current")
+    return None
 
 
 def _create_group(state: ClusterState, cmd: CreateGroup) -> Result:
@@ -216,7 +236,10 @@ def _delete_session(state: ClusterState, cmd: DeleteSession) -> Result:
     old_primary = group.primary
     del group.sessions[cmd.session_id]
     if group.primary == cmd.session_id:
+        # P1: deleting a session does not stop its adapter acting on its grant. The leader
+        # frees it once the adapter acknowledges or the grant certainly lapsed.
         group.primary = None
+        group.releasing = cmd.session_id
     if group.pending == cmd.session_id:
         group.pending = None
     group.version += 1
@@ -240,15 +263,17 @@ def _set_override(state: ClusterState, cmd: SetOverride) -> Result:
         other.override, other.override_expiry = RoleOverride.Off, None
     session.override, session.override_expiry = RoleOverride.Primary, cmd.expiry
     old = group.primary
-    if old is None or old == session.id:
+    if (old is None and group.releasing in (None, session.id)) or old == session.id:
         # The grant is free (or already ours): the override takes it at once.
         group.pending = None
+        group.releasing = None
         if old is None:
             group.primary = session.id
             group.epoch += 1
             _record(group, cmd.time, old, "Role override to Primary", {})
     else:
-        # P1: the current holder must be answered Secondary (or expire) first.
+        # P1: the holder must acknowledge its demotion or its grant expire first; the
+        # leader's next evaluation asks it to step down (Group.releasing).
         group.pending = session.id
     return Result(Code.OK, epoch=group.epoch, expiry=cmd.expiry)
 
@@ -259,6 +284,9 @@ def _decide(state: ClusterState, cmd: Decide) -> Result:
         return Result(Code.GROUP_NOT_FOUND)
     if group.version != cmd.version:
         return Result(Code.STALE)
+    fenced = _fenced(state, cmd.term)
+    if fenced is not None:
+        return fenced
     for sid in (cmd.primary, cmd.pending):
         if sid is not None and sid not in group.sessions:
             return Result(Code.STALE)
@@ -267,11 +295,12 @@ def _decide(state: ClusterState, cmd: Decide) -> Result:
             if session.override_expiry is not None and session.override_expiry <= cmd.time:
                 session.override, session.override_expiry = RoleOverride.Off, None
     old = group.primary
-    if cmd.primary is not None and cmd.primary != old:
+    restored = old is None and cmd.primary is not None and cmd.primary == group.releasing
+    if cmd.primary is not None and (cmd.primary != old or cmd.regrant) and not restored:
         group.epoch += 1
-    group.primary, group.pending = cmd.primary, cmd.pending
+    group.primary, group.pending, group.releasing = cmd.primary, cmd.pending, cmd.releasing
     group.version += 1
-    if cmd.primary != old:
+    if (cmd.primary != old or cmd.regrant) and not restored:
         _record(group, cmd.time, old, cmd.reason, dict(cmd.scores))
     return Result(Code.OK, cmd.reason, epoch=group.epoch)
 
@@ -287,6 +316,9 @@ def _record(
 
 
 def _save_checkpoint(state: ClusterState, cmd: SaveCheckpoint) -> Result:
+    fenced = _fenced(state, cmd.term)
+    if fenced is not None:
+        return fenced
     for group_id, session_id, record in cmd.heartbeats:
         group = state.groups.get(group_id)
         session = group.sessions.get(session_id) if group else None
@@ -298,6 +330,10 @@ def _save_checkpoint(state: ClusterState, cmd: SaveCheckpoint) -> Result:
             group.last_data_processed = max(group.last_data_processed, ticks)
     return Result(Code.OK)
 
+
+# Commands computed from the leader's own liveness: refused in apply unless their term is the
+# current one, and never retried after an ambiguous outcome (Replicator.submit).
+TERM_FENCED: tuple[type[Command], ...] = (Decide, SaveCheckpoint)
 
 HANDLERS: Mapping[type[Command], Handler] = {
     CreateGroup: _create_group,

@@ -30,8 +30,6 @@ from support.history import (
     PRIMARY,
     Fleet,
     History,
-    Record,
-    failed_seconds,
     p1_violations,
     primaries_at,
     promotion_delay,
@@ -115,34 +113,6 @@ def test_primary_adapter_crash_promotes_secondary(cluster: Cluster) -> None:
     others = [r for r in records if r.group != group]
     assert not role_changes(others, since)
     assert not server_errors(records)
-
-
-def test_history_checker_flags_overlapping_grants() -> None:
-    """The checker itself: a grant overlapping another session's grant is a P1 violation."""
-
-    def answer(session: str, sent: float, role: int, valid: float) -> Record:
-        return Record("g", session, "u", sent, sent + 0.01, 200, role, 1, valid)
-
-    safe = [answer("a", 0.0, PRIMARY, 2.0), answer("b", 2.5, PRIMARY, 2.0)]
-    assert p1_violations(safe) == []
-    overlapping = [answer("a", 0.0, PRIMARY, 2.0), answer("b", 1.0, PRIMARY, 2.0)]
-    assert len(p1_violations(overlapping)) == 1
-    released = [
-        answer("a", 0.0, PRIMARY, 2.0),
-        answer("a", 0.5, 0, 0.0),
-        answer("b", 1.0, PRIMARY, 2.0),
-    ]
-    assert p1_violations(released) == []
-    assert role_changes(released, since=0.4) == [
-        "g/a at +0.11 s via u: (role, epoch) (1, 1) -> (0, 1)"
-    ]
-    failing = [
-        Record("g", "a", "u", 0.0, 0.1, 200, 1, 1, 2.0),
-        Record("g", "a", "u", 1.0, 1.1, None),
-        Record("g", "a", "u", 1.2, 1.3, 503),
-        Record("g", "a", "u", 1.4, 1.5, 200, 1, 1, 2.0),
-    ]
-    assert failed_seconds(failing, since=0.5) == pytest.approx(0.5)
 
 
 def _rolling_restart(c: Cluster) -> list[int]:

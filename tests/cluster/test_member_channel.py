@@ -339,6 +339,10 @@ def test_relayed_ids_get_the_checks_of_direct_ones(
         ["ids", "ok", 1, "2024-01-01", None],
         ["ids", "ok", 1, None, -5],
         ["ids", "ok", 1],
+        ["ids", "ok", 1, None, None, None],  # HeldRole without HeldEpoch
+        ["ids", "ok", 1, None, None, "Boss", None],
+        ["ids", "ok", 1, None, None, "Secondary", -1],
+        ["ids", "ok", 1, None, None, "Secondary", True],
         "not a list",
     ]
     body = json.dumps([*bad, ["ids", "ok", 1, None, None]], allow_nan=True).encode()
@@ -353,6 +357,52 @@ def test_relayed_ids_get_the_checks_of_direct_ones(
         f"{cluster.urls[leader]}{GROUPS}/ids/clientsessions", headers=basic(*ADMIN)
     )
     assert [s["Id"] for s in sessions.json()] == ["ok"]
+
+
+@pytest.mark.cluster
+def test_a_relayed_batch_carries_its_term_and_a_newer_term_is_refused(
+    members: tuple[Cluster, list[RecordingProxy]],
+) -> None:
+    """A follower relays its Raft term inside the signed body, with HeldRole/HeldEpoch in each
+    item; the leader answers a batch of its own term, refuses one of a newer term (it may be
+    deposed without knowing) with 503, and a malformed batch with 400."""
+    cluster, proxies = members
+    client = cluster.client
+    leader, (follower, _) = roles(cluster)
+    setup_group(client, cluster.urls[leader], "terms", ["t"])
+    seen_before = len(proxies[leader].received())
+    direct = client.post(
+        f"{cluster.urls[follower]}{GROUPS}/terms/clientsessions/t/heartbeat",
+        json={"FailoverScore": 1, "HeldRole": "Secondary", "HeldEpoch": 0},
+        headers=basic(*ADAPTER),
+    )
+    assert direct.status_code == 200, direct.text
+    wire = proxies[leader].received()[seen_before:]
+    assert b'"Term": ' in wire and b'"Heartbeats": [["terms", "t", 1.0, null, null, ' in wire
+
+    term = client.get(cluster.urls[leader] + "/api/v1/cluster", headers=basic(*ADMIN))
+    own_term = term.json()["Term"]
+    key = member_key(client, cluster.urls[leader])
+    leader_id = cluster.nodes[leader].node_id
+
+    def relay(payload: Any) -> httpx.Response:
+        body = json.dumps(payload).encode()
+        headers = {"x-cfs-member": signature(key, "POST", RELAY, body, leader_id)}
+        return client.post(cluster.urls[leader] + RELAY, content=body, headers=headers)
+
+    item = ["terms", "t", 1, None, None, None, None]
+    current = relay({"Term": own_term, "Heartbeats": [item]})
+    assert current.status_code == 200 and "ok" in current.json()[0], current.text
+    assert_refused(relay({"Term": own_term + 1, "Heartbeats": [item]}), 503)
+    for malformed in (
+        {"Heartbeats": [item]},
+        {"Term": "1", "Heartbeats": [item]},
+        {"Term": -1, "Heartbeats": [item]},
+        {"Term": True, "Heartbeats": [item]},
+        {"Term": own_term, "Heartbeats": "not a list"},
+        "not a batch",
+    ):
+        assert_refused(relay(malformed), 400)
 
 
 @pytest.mark.cluster

@@ -1,13 +1,23 @@
 """Heartbeat histories for fault tests: emulated adapters that record everything, and a checker.
 
 Adapters (asyncio + httpx, a few at low rate) heartbeat every FailoverTimeout / 2 through a list
-of node URLs, round-robin, moving to the next URL at once on an error. Every request is recorded
-with monotonic send and receive times and the answer (role, epoch, ValidFor). The checker then
-verifies the safety properties of design.md over the recorded history:
+of node URLs, round-robin, moving to the next URL when an attempt fails or takes longer than
+``patience``. An attempt the adapter gave up on stays open for ``late_timeout`` (longer than any
+failover), and its answer is recorded whenever it arrives (``late=True``): a client with a longer
+timeout would have acted on it. Every request is recorded with monotonic send and receive times
+(the adapter's clock) and the answer (role, epoch, ValidFor). The checker then verifies the
+safety properties of design.md over the recorded history, modelling what a client cannot know:
 
-- P1: no two sessions of a group hold overlapping valid Primary grants. A Primary answer grants
-  from its receive time until ``send + ValidFor`` (the adapter's own clock, from when it sent);
-  the grant ends early when that session receives a Secondary / PendingPrimary answer.
+- P1: no two sessions of a group hold overlapping *possible* Primary grants. A Primary answer
+  grants from its receive time until ``send + ValidFor``; the grant ends early only when that
+  session *receives* a Secondary / PendingPrimary answer (one that is lost ends nothing). A late
+  Primary answer counts the same way. A request of the holder (its last answer was Primary)
+  whose answer may still have come (it timed out even after ``late_timeout``, or the run ended
+  first) may have renewed the grant: it counts from its send time until send + the ValidFor it
+  could have carried. An answer lost with its connection (reset, refused) reached no client and
+  grants nothing. (A lost request of a session that did not hold the grant is not counted:
+  judging it would need the service's own grant time, and every answer that reached the wire
+  is recorded, late or not.)
 - P2: no role (or epoch) change in a group after a given instant while its adapters heartbeat.
 - P3: after a primary adapter stops, another session of its group is answered Primary within a
   bound, measured from the stopped adapter's last successful heartbeat send.
@@ -22,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import threading
 import time
 from collections import defaultdict
@@ -35,6 +46,7 @@ from cfs_cluster.protocol.wire import TICKS_PER_SECOND, parse_timespan
 PRIMARY, SECONDARY, PENDING = 1, 0, 2
 MAX_CONFIRMATIONS = 10  # immediate PendingPrimary confirmations in a row (spec §4.2)
 RETRY_DELAY = 0.1  # seconds before an adapter retries a failed heartbeat on the next URL
+GAVE_UP = "gave up waiting"  # the adapter moved on; the attempt's outcome is recorded late
 
 Key = tuple[str, str]
 
@@ -53,10 +65,15 @@ class Record:
     epoch: int | None = None
     valid_for: float | None = None  # seconds
     error: str | None = None
+    request: int = 0  # links an attempt the adapter gave up on to its late answer
+    late: bool = False  # the answer arrived after the adapter gave up on it
+    could_carry: float = 0.0  # the longest ValidFor an answer could carry (0.999 T)
+    indeterminate: bool = False  # no answer yet, but one may still come (a timeout)
 
     @property
     def ok(self) -> bool:
-        return self.status == 200 and self.role is not None
+        """An answer the adapter saw (a late one it did not see)."""
+        return self.status == 200 and self.role is not None and not self.late
 
     @property
     def key(self) -> Key:
@@ -117,6 +134,34 @@ class Adapter:
     stopped: bool = False
     stopped_at: float | None = None
     source: str | None = None  # local address to send from (netkit can cut it off)
+    urls: list[str] | None = None  # only these URLs (e.g. through a ReplyProxy), else the fleet's
+    # Behave as our agent: report HeldRole/HeldEpoch, act on no grant it dropped, and
+    # acknowledge a demotion with an immediate heartbeat (agent/agent.py).
+    agent: bool = False
+    acting: int | None = None  # the epoch it acts as Primary on
+    acting_until: float = 0.0
+    dropped: int = -1
+
+    def held(self, now: float) -> dict[str, object]:
+        if self.acting is not None and now >= self.acting_until:
+            self.dropped, self.acting = max(self.dropped, self.acting), None  # lapsed
+        if self.acting is not None:
+            return {"HeldRole": "Primary", "HeldEpoch": self.acting}
+        if self.dropped >= 0:
+            return {"HeldRole": "Secondary", "HeldEpoch": self.dropped}
+        return {"HeldRole": "Secondary"}
+
+    def heard(self, record: Record) -> bool:
+        """Apply an answer as our agent does; True when it just stepped down."""
+        if record.epoch is None:
+            return False
+        if record.role == PRIMARY and record.epoch > self.dropped:
+            self.acting, self.acting_until = record.epoch, record.sent + (record.valid_for or 0)
+            return False
+        was_acting = self.acting is not None
+        self.dropped = max(self.dropped, record.epoch, self.acting or -1)
+        self.acting = None
+        return was_acting
 
 
 class Fleet:
@@ -128,10 +173,13 @@ class Fleet:
         history: History,
         timeout: float = 0.5,
         health_check: float | None = None,
+        late_timeout: float = 15.0,
         auth: httpx.Auth | tuple[str, str] | None = None,
     ) -> None:
-        """``timeout``: P2 is owed only to adapters that heartbeat within T; with T = 2 s and a
-        heartbeat every T/2, an attempt on a dead node may cost at most ~T/4 before the retry.
+        """``timeout`` (patience): P2 is owed only to adapters that heartbeat within T; with
+        T = 2 s and a heartbeat every T/2, an attempt on a dead node may cost at most ~T/4
+        before the retry. The attempt itself stays open ``late_timeout`` seconds so that its
+        answer, however late, is recorded.
         ``health_check`` = seconds between /readyz probes of every URL: adapters then use
         only URLs that answered 200 last time, as behind a load balancer (compose/haproxy.cfg
         does the same with ``option httpchk GET /readyz``). ``auth``: (user, password) for
@@ -141,6 +189,9 @@ class Fleet:
         self._healthy: set[str] = set(urls)
         self.history = history
         self.timeout = timeout
+        self.late_timeout = late_timeout
+        self._requests = 0
+        self._late: set[asyncio.Task[None]] = set()
         self.adapters: dict[Key, Adapter] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fleet", daemon=True)
@@ -167,8 +218,12 @@ class Fleet:
         offset: int = 0,
         source: str | None = None,
         score: float = 50.0,
+        agent: bool = False,
+        urls: list[str] | None = None,
     ) -> None:
-        adapter = Adapter(group, session, period, score=score, source=source)
+        adapter = Adapter(
+            group, session, period, score=score, source=source, agent=agent, urls=urls
+        )
         self.adapters[(group, session)] = adapter
         task = asyncio.run_coroutine_threadsafe(self._run(adapter, offset), self._loop)
         self._tasks.append(task)
@@ -194,6 +249,11 @@ class Fleet:
         for task in self._tasks:
             with contextlib.suppress(Exception):
                 task.result(timeout=self.timeout + 2)
+        # Answers still on their way are recorded (or give up at late_timeout).
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._drain_late(), self._loop).result(
+                self.late_timeout + 5
+            )
         for client in self._clients.values():
             asyncio.run_coroutine_threadsafe(client.aclose(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -204,19 +264,26 @@ class Fleet:
         if source not in self._clients:
             transport = httpx.AsyncHTTPTransport(local_address=source) if source else None
             self._clients[source] = httpx.AsyncClient(
-                timeout=self.timeout, transport=transport, auth=self._auth
+                timeout=self.late_timeout, transport=transport, auth=self._auth
             )
         return self._clients[source]
+
+    async def _drain_late(self) -> None:
+        if self._late:
+            await asyncio.wait(set(self._late))
 
     async def _run(self, adapter: Adapter, offset: int) -> None:
         index = offset
         confirmations = 0
         while not adapter.stopped:
-            usable = [u for u in self.urls if u in self._healthy] or self.urls
+            usable = adapter.urls or [u for u in self.urls if u in self._healthy] or self.urls
             url = usable[index % len(usable)]
             index += 1  # round-robin; a failure retries on the next URL
             record = await self._beat(adapter, url)
             self.history.add(record)
+            stepped_down = adapter.agent and record.ok and adapter.heard(record)
+            if stepped_down:
+                continue  # our agent acknowledges a demotion at once
             if record.ok and record.role == PENDING and confirmations < MAX_CONFIRMATIONS:
                 confirmations += 1  # as real adapters do: confirm at once (spec §4.2)
                 continue
@@ -225,28 +292,56 @@ class Fleet:
             await _sleep_unless_stopped(adapter, max(wait, 0.0))
 
     async def _beat(self, adapter: Adapter, url: str) -> Record:
-        path = f"/api/v1/clientfailover/groups/{adapter.group}/clientsessions/{adapter.session}/heartbeat"
-        sent = time.monotonic()
+        """One attempt; after ``timeout`` the adapter moves on, and the attempt's answer is
+        recorded late (or as lost) when it ends."""
+        self._requests += 1
+        request, sent = self._requests, time.monotonic()
+        attempt = asyncio.ensure_future(self._post(adapter, url, request, sent))
         try:
-            response = await self._http(adapter.source).post(
-                url + path, json={"FailoverScore": adapter.score}
-            )
+            return await asyncio.wait_for(asyncio.shield(attempt), self.timeout)
+        except TimeoutError:
+            late = asyncio.ensure_future(self._record_late(attempt))
+            self._late.add(late)
+            late.add_done_callback(self._late.discard)
+            return Record(
+                adapter.group, adapter.session, url, sent, time.monotonic(), None,
+                error=GAVE_UP, request=request, could_carry=2 * adapter.period * 0.999,
+            )  # fmt: skip
+
+    async def _record_late(self, attempt: asyncio.Future[Record]) -> None:
+        self.history.add(dataclasses.replace(await attempt, late=True))
+
+    async def _post(self, adapter: Adapter, url: str, request: int, sent: float) -> Record:
+        path = f"/api/v1/clientfailover/groups/{adapter.group}/clientsessions/{adapter.session}/heartbeat"
+        body: dict[str, object] = {"FailoverScore": adapter.score}
+        if adapter.agent:
+            body.update(adapter.held(sent))
+        carry = 2 * adapter.period * 0.999
+        try:
+            response = await self._http(adapter.source).post(url + path, json=body)
+        except httpx.TimeoutException as exc:
+            return Record(
+                adapter.group, adapter.session, url, sent, time.monotonic(), None,
+                error=repr(exc), request=request, could_carry=carry, indeterminate=True,
+            )  # fmt: skip
         except httpx.HTTPError as exc:
             received = time.monotonic()
             return Record(
-                adapter.group, adapter.session, url, sent, received, None, error=repr(exc)
-            )
+                adapter.group, adapter.session, url, sent, received, None, error=repr(exc),
+                request=request, could_carry=carry,
+            )  # fmt: skip
         received = time.monotonic()
         if response.status_code != 200:
             return Record(
                 adapter.group, adapter.session, url, sent, received, response.status_code,
-                error=response.text[:300],
+                error=response.text[:300], request=request, could_carry=carry,
             )  # fmt: skip
-        body = response.json()
-        valid = parse_timespan(body["ValidFor"], "ValidFor") / TICKS_PER_SECOND
+        answer = response.json()
+        valid = parse_timespan(answer["ValidFor"], "ValidFor") / TICKS_PER_SECOND
         return Record(
             adapter.group, adapter.session, url, sent, received, 200,
-            role=int(body["Role"]), epoch=int(body["Epoch"]), valid_for=valid,
+            role=int(answer["Role"]), epoch=int(answer["Epoch"]), valid_for=valid,
+            request=request, could_carry=carry,
         )  # fmt: skip
 
     async def _probe(self, interval: float) -> None:
@@ -289,26 +384,58 @@ async def _sleep_unless_stopped(adapter: Adapter, seconds: float) -> None:
 
 
 def grants(records: Iterable[Record]) -> dict[str, list[Grant]]:
-    """Valid Primary grant intervals per group, from each session's own answers."""
+    """Possible Primary grant intervals per group (module docstring, P1), from each session's
+    own requests, on the adapter's clock."""
     by_session: dict[Key, list[Record]] = defaultdict(list)
     for record in records:
-        if record.ok:
-            by_session[record.key].append(record)
+        by_session[record.key].append(record)
     result: dict[str, list[Grant]] = defaultdict(list)
-    for (group, session), answers in by_session.items():
-        answers.sort(key=lambda r: r.received)
-        for i, answer in enumerate(answers):
-            if answer.role != PRIMARY or answer.valid_for is None:
-                continue
-            end = answer.sent + answer.valid_for
-            # A later non-Primary answer ends the grant when the adapter receives it.
-            for later in answers[i + 1 :]:
-                if later.role != PRIMARY:
-                    end = min(end, later.received)
-                    break
-            if end > answer.received:
-                result[group].append(Grant(session, answer.received, end, answer.epoch or 0))
+    for (group, session), attempts in by_session.items():
+        for grant in _session_grants(session, attempts):
+            result[group].append(grant)
     return result
+
+
+def _session_grants(session: str, attempts: list[Record]) -> list[Grant]:
+    outcome = {r.request: r for r in attempts if r.late and r.request}
+    seen = sorted((r for r in attempts if r.ok), key=lambda r: r.received)
+    found: list[Grant] = []
+    holding = False  # the last answer the adapter saw was Primary
+    for record in sorted((r for r in attempts if not r.late), key=lambda r: r.sent):
+        if record.ok:
+            holding = record.role == PRIMARY
+            if holding and record.valid_for is not None:
+                found.append(_grant(session, record, record.received, record.valid_for, seen))
+        elif record.status is None and holding and _may_still_answer(record, outcome):
+            # It may have renewed the grant for a client that waited longer.
+            found.append(_grant(session, record, record.sent, record.could_carry, seen))
+    for record in attempts:
+        if record.late and record.role == PRIMARY and record.valid_for is not None:
+            found.append(_grant(session, record, record.received, record.valid_for, seen))
+    return [g for g in found if g.end > g.start]
+
+
+def _may_still_answer(record: Record, late: dict[int, Record]) -> bool:
+    """An answer may have arrived in time to be acted on: nothing was observed of the attempt
+    until its send + ValidFor (a timeout sooner, or the run ended first). One that did not
+    come before then grants nothing, whoever waited for it."""
+    final = late.get(record.request) if record.error == GAVE_UP else record
+    if final is None:
+        return True  # the run ended while it was open
+    return final.indeterminate and final.received < record.sent + record.could_carry
+
+
+def _grant(
+    session: str, record: Record, start: float, valid_for: float, seen: list[Record]
+) -> Grant:
+    """From ``start`` until send + ValidFor, or until the adapter receives a non-Primary
+    answer to a later request."""
+    end = record.sent + valid_for
+    for later in seen:
+        if later.sent > record.sent and later.role != PRIMARY:
+            end = min(end, later.received)
+            break
+    return Grant(session, start, end, record.epoch or 0)
 
 
 def p1_violations(records: Iterable[Record]) -> list[Violation]:
@@ -409,11 +536,12 @@ def missing_creates(
     history: History,
     urls: list[str],
     timeout: float = 10.0,
+    transport: httpx.BaseTransport | None = None,
     auth: httpx.Auth | tuple[str, str] | None = None,
 ) -> list[str]:
     """P4: acknowledged creates absent on a node (each node gets ``timeout`` to catch up)."""
     missing: list[str] = []
-    with httpx.Client(timeout=2, auth=auth) as client:
+    with httpx.Client(timeout=2, transport=transport, auth=auth) as client:
         for url in urls:
             for group, session in history.creates:
                 path = f"/api/v1/clientfailover/groups/{group}"

@@ -1,9 +1,13 @@
 """Unit tests of cfs_cluster.engine: commands, idempotency and the role rules of its docstring.
 
 Most role tests drive a simulated leader (``Leader``) with a fake clock in seconds. Like
-``liveness.Coordinator`` it records each heartbeat, then evaluates and applies decisions until
-the group settles, and it checks P1 as an adapter would see it: nobody is answered Primary
-while another session's last Primary answer may still be acted on (validity T).
+``liveness.Coordinator`` it records each heartbeat and every Primary answer it gives, then
+evaluates and applies decisions until the group settles, and it checks P1 as an adapter would
+see it: nobody is answered Primary while another session's last Primary answer may still be
+acted on (validity T). An answer may be *lost* (``lost=True``): the adapter then keeps acting on
+its previous grant, which is the case a Secondary answer must not be trusted to end. Adapters
+are AVEVA-style (they say nothing of what they hold) unless ``agent=True``: our agent reports
+``HeldRole``/``HeldEpoch`` in each heartbeat and acts on no grant it has dropped.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from cfs_cluster.engine import (
     Group,
     HeartbeatRecord,
     LivenessView,
+    OpenTerm,
     RegisterMember,
     RegisterSession,
     Result,
@@ -42,6 +47,7 @@ from cfs_cluster.protocol.wire import TICKS_PER_SECOND, ClientRole, RoleOverride
 PRIMARY, PENDING, SECONDARY = ClientRole.Primary, ClientRole.PendingPrimary, ClientRole.Secondary
 T = 10.0  # FailoverTimeout of the test group, seconds
 MARGIN = 0.3  # expiry margin after T before a silent holder is released
+LAPSED = T + MARGIN + 0.01  # a grant given at t has certainly lapsed at t + LAPSED
 BASE = 638_400_000_000_000_000  # UTC ticks of the fake clock's t = 0 (early 2024)
 GROUP = "g"
 
@@ -58,12 +64,19 @@ class P1Violation(AssertionError):
 class Leader:
     """A simulated Raft leader for one group: liveness in memory, decisions applied at once."""
 
-    def __init__(self, timeout: float = T, margin: float = MARGIN) -> None:
+    def __init__(self, timeout: float = T, margin: float = MARGIN, agent: bool = False) -> None:
         self.state = ClusterState()
-        self.timeout, self.margin = timeout, margin
+        self.timeout, self.margin, self.agent = timeout, margin, agent
         self.heard: dict[str, float] = {}  # session -> fake time last heard
         self.scores: dict[str, float] = {}
-        self.grants: dict[str, float] = {}  # session -> until when its last Primary answer holds
+        # The P1 oracle: session -> until when it may act on a Primary answer it was given.
+        self.grants: dict[str, float] = {}
+        # The leader's own record (Coordinator._granted): when it last answered the session
+        # Primary. Only expiry or an acknowledgement frees that grant.
+        self.granted: dict[str, float] = {}
+        self.held: dict[str, tuple[ClientRole, int]] = {}  # what each agent last acted in
+        self.acks: dict[str, int] = {}  # session -> epoch its latest heartbeat acknowledged
+        self.term = 0
         self.decisions: list[Decide] = []
         self._ids = itertools.count()
         result = self.command(
@@ -88,7 +101,7 @@ class Leader:
             )
 
     def delete(self, sid: str, t: float) -> Result:
-        self.grants.pop(sid, None)  # deletion is the adapter's resignation
+        # Deleting a session does not stop its adapter: its grant stays in the P1 oracle.
         self.heard.pop(sid, None)
         self.scores.pop(sid, None)
         return self.command(DeleteSession, group_id=GROUP, session_id=sid, time=ticks(t))
@@ -134,6 +147,9 @@ class Leader:
             margin=self.margin,
             heartbeat_from=heartbeat_from,
             sender_was_pending=sender_was_pending,
+            granted={sid: t - when for sid, when in self.granted.items()},
+            acks=dict(self.acks),
+            term=self.term,
         )
 
     def settle(self, t: float, heartbeat_from: str | None) -> None:
@@ -148,20 +164,40 @@ class Leader:
             self.decisions.append(decision)
         raise AssertionError(f"group did not settle: {self.decisions[-5:]}")
 
-    def heartbeat(self, sid: str, score: float, t: float) -> ClientRole:
-        """One heartbeat from ``sid`` at ``t``; returns the role it is answered."""
+    def heartbeat(self, sid: str, score: float, t: float, *, lost: bool = False) -> ClientRole:
+        """One heartbeat from ``sid`` at ``t``; returns the role it is answered. ``lost``: the
+        answer never reaches the adapter (it keeps acting on what it had)."""
         self.heard[sid] = t
         self.scores[sid] = score
+        if self.agent:
+            self._report_held(sid, t)
         self.settle(t, sid)
         role = role_of(self.group, sid)
+        epoch = self.group.epoch
         if role == PRIMARY:
             holders = [other for other, until in self.grants.items() if other != sid and until > t]
             if holders:
                 raise P1Violation(f"{sid} answered Primary at {t} while {holders} may still act")
-            self.grants[sid] = t + self.timeout
-        else:
-            self.grants.pop(sid, None)
+            self.granted[sid] = t
+            if not lost:
+                self.grants[sid] = t + self.timeout
+                self.held[sid] = (PRIMARY, epoch)
+        elif not lost:
+            self.grants.pop(sid, None)  # the adapter hears it and stops acting
+            dropped = max(epoch, self.held.get(sid, (SECONDARY, -1))[1])
+            self.held[sid] = (SECONDARY, dropped)
         return role
+
+    def _report_held(self, sid: str, t: float) -> None:
+        """Our agent's HeldRole/HeldEpoch: a lapsed grant is dropped on its own clock."""
+        held = self.held.get(sid)
+        if held is not None and held[0] == PRIMARY and self.grants.get(sid, -1.0) <= t:
+            held = self.held[sid] = (SECONDARY, held[1])
+            self.grants.pop(sid, None)
+        if held is not None and held[0] != PRIMARY:
+            self.acks[sid] = held[1]
+        else:
+            self.acks.pop(sid, None)
 
     def sweep(self, t: float) -> tuple[str | None, str | None]:
         """The leader's periodic evaluation, without a heartbeat; returns (primary, pending)."""
@@ -262,11 +298,11 @@ class TestCandidate:
     def test_higher_score_is_pending_first_then_primary_after_the_hand_over(self) -> None:
         leader = pair(score_a=50, score_b=50)
         assert leader.heartbeat("B", 80, 2) == PENDING
-        assert leader.roles == ("A", "B")
-        assert leader.heartbeat("A", 50, 3) == SECONDARY
-        assert leader.roles == (None, "B")
-        assert leader.heartbeat("B", 80, 4) == PRIMARY
-        assert leader.roles == ("B", None)
+        assert (leader.roles, leader.group.releasing) == ((None, "B"), "A")
+        assert leader.heartbeat("A", 50, 3) == SECONDARY  # asked to step down
+        assert leader.heartbeat("B", 80, 4) == PENDING  # A's grant of t=0 may still be acted on
+        assert leader.heartbeat("B", 80, LAPSED) == PRIMARY
+        assert (leader.roles, leader.group.releasing) == (("B", None), None)
         assert leader.group.epoch == 2
 
     def test_candidate_named_by_the_sweep_is_primary_on_its_next_heartbeat(self) -> None:
@@ -317,7 +353,7 @@ class TestCandidate:
         self, score_a: float, score_b: float, winner: str
     ) -> None:
         leader = pair(score_a, score_b)
-        for t in (2, 3, 4, 5):  # both keep heartbeating, B first
+        for t in range(2, 13):  # both keep heartbeating, B first, past A's grant of t=0
             leader.heartbeat("B", score_b, t)
             leader.heartbeat("A", score_a, t + 0.5)
         assert leader.roles == (winner, None)
@@ -357,15 +393,15 @@ class TestCandidate:
     def test_pending_candidate_is_not_displaced_by_an_equal_score(self) -> None:
         leader = trio(10, 50, 40)
         leader.heartbeat("B", 50, 1)
-        assert leader.roles == ("A", "B")
+        assert (leader.roles, leader.group.releasing) == ((None, "B"), "A")
         assert leader.heartbeat("C", 50, 2) == SECONDARY  # C ties B: B stays the candidate
-        assert leader.roles == ("A", "B")
+        assert (leader.roles, leader.group.releasing) == ((None, "B"), "A")
 
     def test_pending_candidate_is_replaced_by_a_higher_one(self) -> None:
         leader = trio(10, 50, 40)
         leader.heartbeat("B", 50, 1)
         assert leader.heartbeat("C", 60, 2) == PENDING
-        assert leader.roles == ("A", "C")
+        assert (leader.roles, leader.group.releasing) == ((None, "C"), "A")
 
     def test_pending_is_withdrawn_when_the_incumbent_recovers(self) -> None:
         leader = pair(score_a=50, score_b=50)
@@ -384,7 +420,8 @@ class TestCandidate:
             leader.state, SaveCheckpoint("ckpt", heartbeats=((GROUP, "B", record),), group_times=())
         )
         del leader.scores["B"]
-        assert leader.sweep(2) == ("A", "B")
+        assert leader.sweep(2) == (None, "B")
+        assert leader.group.releasing == "A"
 
 
 class TestEpoch:
@@ -397,49 +434,94 @@ class TestEpoch:
         assert leader.group.epoch == 1  # lone promotion
         leader.register("B")
         leader.heartbeat("B", 100, 1)
-        assert leader.heartbeat("A", 0, 2) == SECONDARY  # release: no grant
+        assert leader.heartbeat("A", 0, 2) == SECONDARY  # asked to step down: no grant
         assert leader.group.epoch == 1
-        assert leader.heartbeat("B", 100, 3) == PRIMARY  # hand-over
+        assert leader.heartbeat("B", 100, 3) == PENDING
+        assert leader.heartbeat("B", 100, LAPSED) == PRIMARY  # hand-over once A's grant lapsed
         assert leader.group.epoch == 2
-        leader.heartbeat("A", 100, 4)
-        leader.sweep(3 + T + MARGIN + 0.1)  # B silent: released, A pending
+        b_silent = LAPSED + LAPSED
+        leader.heartbeat("A", 100, b_silent - 1)
+        leader.sweep(b_silent)  # B silent since its grant: released, A pending
         assert leader.group.epoch == 2
-        leader.heartbeat("A", 100, 3 + T + MARGIN + 0.2)
+        leader.heartbeat("A", 100, b_silent + 0.1)
         assert leader.group.epoch == 3  # stale failover
-        assert leader.override("B", 20).epoch == 3  # A holds the grant: B only pending
-        leader.heartbeat("A", 100, 21)
-        assert leader.roles == ("B", None)
+        assert leader.override("B", b_silent + 1).epoch == 3  # A holds the grant: B pending
+        leader.heartbeat("A", 100, b_silent + 2)
+        assert leader.sweep(b_silent + 2 + LAPSED) == ("B", None)
         assert leader.group.epoch == 4  # override grant
         assert [e.epoch for e in leader.group.events if e.new_primary] == [1, 2, 3, 4]
 
 
 class TestHandOver:
-    """Rule 5 / P1: the candidate waits until the holder is answered Secondary or expires."""
+    """Rule 5 / P1: a grant is free only when acknowledged or certainly lapsed; a Secondary
+    answer sent to the holder frees nothing, because the holder may never receive it."""
 
-    def test_candidate_stays_pending_while_the_live_primary_has_not_been_answered(self) -> None:
+    def test_candidate_stays_pending_until_the_holders_last_grant_lapsed(self) -> None:
+        leader = pair(score_a=50, score_b=50)
+        leader.heartbeat("A", 50, 5)  # A's last Primary answer
+        assert leader.heartbeat("B", 80, 6) == PENDING
+        for t in (6.1, 6.2, 8.0, 11.0, 5 + T + MARGIN):
+            assert leader.heartbeat("B", 80, t) == PENDING
+            assert leader.sweep(t) == (None, "B")
+        assert leader.heartbeat("A", 50, 15.4) == SECONDARY  # told, which frees nothing
+        assert leader.heartbeat("B", 80, 5 + LAPSED) == PRIMARY
+
+    def test_lost_secondary_answer_does_not_free_the_grant(self) -> None:
+        """The issue's first case: A is told Secondary but never hears it (client timeout,
+        relay died): it keeps acting on its grant of t=5 until t=15, so B must wait."""
+        leader = pair(score_a=50, score_b=50)
+        leader.heartbeat("A", 50, 5)
+        assert leader.heartbeat("B", 80, 6) == PENDING
+        assert leader.heartbeat("A", 50, 6.5, lost=True) == SECONDARY
+        for t in (6.6, 7.0, 14.9):
+            assert leader.heartbeat("B", 80, t) == PENDING  # P1Violation if it were Primary
+        assert leader.heartbeat("B", 80, 5 + LAPSED) == PRIMARY
+
+    def test_our_agent_acknowledges_the_demotion_and_the_hand_over_is_immediate(self) -> None:
+        leader = pair(score_a=50, score_b=50)
+        leader.agent = True
+        assert leader.heartbeat("B", 80, 2) == PENDING
+        assert leader.heartbeat("A", 50, 2.1) == SECONDARY  # heard: A drops epoch 1
+        assert leader.heartbeat("A", 50, 2.2) == SECONDARY  # HeldRole Secondary, HeldEpoch 1
+        assert "acknowledged" in leader.decisions[-1].reason
+        assert leader.heartbeat("B", 80, 2.3) == PRIMARY
+        assert leader.group.epoch == 2
+
+    def test_an_acknowledgement_of_an_older_epoch_frees_nothing(self) -> None:
         leader = pair(score_a=50, score_b=50)
         assert leader.heartbeat("B", 80, 2) == PENDING
-        for t in (2.1, 2.2, 3.0, 4.5):  # the adapter's confirmation chain, then its timer
-            assert leader.heartbeat("B", 80, t) == PENDING
-            assert leader.sweep(t) == ("A", "B")
-        assert leader.heartbeat("A", 50, 5) == SECONDARY
-        assert leader.heartbeat("B", 80, 5.1) == PRIMARY
+        leader.acks["A"] = 0  # e.g. a delayed heartbeat from before A's grant of epoch 1
+        leader.heartbeat("A", 50, 2.1)
+        assert leader.heartbeat("B", 80, 2.2) == PENDING
 
-    def test_primary_whose_score_drops_is_released_by_its_own_heartbeat(self) -> None:
-        leader = pair()
-        assert leader.heartbeat("A", 0, 2) == SECONDARY
-        assert leader.roles == (None, "B")
-        assert leader.decisions[-1].reason.startswith("Client 'A' yields the role")
-        assert leader.heartbeat("B", 100, 2.1) == PRIMARY
+    def test_agent_whose_secondary_answer_is_lost_still_holds_until_it_lapses(self) -> None:
+        leader = pair(score_a=50, score_b=50)
+        leader.agent = True
+        leader.heartbeat("A", 50, 5)
+        assert leader.heartbeat("B", 80, 6) == PENDING
+        leader.heartbeat("A", 50, 6.1, lost=True)  # it still reports HeldRole Primary next
+        assert leader.heartbeat("A", 50, 6.2, lost=True) == SECONDARY
+        assert leader.heartbeat("B", 80, 6.3) == PENDING
+        assert leader.heartbeat("B", 80, 5 + LAPSED) == PRIMARY
+
+    def test_agent_whose_grant_lapsed_on_its_clock_is_granted_anew(self) -> None:
+        """Our agent acts on no grant it dropped; a primary that lost its grant on its own
+        clock (heartbeats failed) but still holds the role gets a new epoch, not the old one."""
+        leader = Leader(agent=True)
+        leader.register("A")
+        assert leader.heartbeat("A", 100, 0) == PRIMARY
+        assert leader.heartbeat("A", 100, T + 0.1) == PRIMARY  # reported HeldRole Secondary
+        assert leader.decisions[-1].regrant
+        assert leader.group.epoch == 2
 
     def test_released_holder_becomes_the_candidate_again_when_the_pending_one_drops(self) -> None:
         leader = pair(score_a=50, score_b=50)
-        leader.heartbeat("B", 80, 2)
-        assert leader.heartbeat("A", 50, 3) == SECONDARY  # released, B pending
+        leader.heartbeat("B", 80, 2)  # A asked to step down
+        assert leader.heartbeat("A", 50, 3) == SECONDARY
         assert leader.heartbeat("B", 30, 4) == SECONDARY  # B drops below A before confirming
-        assert leader.roles == (None, "A")
+        assert leader.roles == ("A", None)  # A still held its grant: restored, same epoch
         assert leader.heartbeat("A", 50, 4.5) == PRIMARY
-        assert leader.group.epoch == 2
+        assert leader.group.epoch == 1
 
     def test_never_two_holders_when_the_holder_goes_silent_mid_hand_over(self) -> None:
         leader = pair(score_a=50, score_b=50)
@@ -451,6 +533,21 @@ class TestHandOver:
             role = leader.heartbeat("B", 80, t)
             assert role == (PRIMARY if t > 2 + T + MARGIN else PENDING), t
         assert leader.roles == ("B", None)
+
+    def test_decision_of_an_earlier_term_is_refused(self) -> None:
+        """Decisions are fenced by term: a deposed leader's decision, retried or forwarded
+        into the next term, never applies after that term's OpenTerm."""
+        leader = pair(score_a=50, score_b=50)
+        leader.heartbeat("B", 80, 2)
+        old = evaluate(leader.group, leader.view(LAPSED, "B", sender_was_pending=True))
+        assert old is not None and old.primary == "B" and old.term == 0
+        apply(leader.state, OpenTerm("term-1", term=1))
+        before = snapshot(leader.state)
+        result = apply(leader.state, old)
+        assert result.code == Code.STALE and "term 1 is current" in result.detail
+        assert leader.state == before
+        leader.term = 1
+        assert leader.heartbeat("B", 80, LAPSED) == PRIMARY
 
 
 class TestStalePrimary:
@@ -496,6 +593,7 @@ class TestStalePrimary:
         leader = pair()
         del leader.heard["A"]  # e.g. a leader that was never given a grace for it
         leader.grants.clear()
+        leader.granted.clear()
         assert leader.sweep(2) == (None, "B")
         assert "never heard by this leader" in leader.decisions[-1].reason
 
@@ -537,26 +635,26 @@ class TestRoleOverride:
     @pytest.mark.parametrize(
         "expires_at", [pytest.param(None, id="no-expiry"), pytest.param(1000.0, id="with-expiry")]
     )
-    def test_override_waits_for_the_live_primary_to_be_answered(
-        self, expires_at: float | None
-    ) -> None:
+    def test_override_waits_for_the_holders_grant_to_lapse(self, expires_at: float | None) -> None:
         leader = pair(score_a=100, score_b=0)
         result = leader.override("B", 2, expires_at=expires_at)
         assert result.code == Code.OK
         assert result.expiry == (None if expires_at is None else ticks(expires_at))
         assert result.epoch == 1
         assert leader.roles == ("A", "B")
-        assert leader.sweep(3) == ("A", "B")  # A is live and not answered yet
+        assert leader.sweep(3) == (None, "B")  # A is asked to step down
+        assert leader.group.releasing == "A"
         assert leader.heartbeat("A", 100, 4) == SECONDARY
-        assert leader.roles == ("B", None)  # granted without B's own heartbeat
+        assert leader.sweep(LAPSED - 0.02) == (None, "B")  # A's grant of t=0 may still hold
+        assert leader.sweep(LAPSED) == ("B", None)  # granted without B's own heartbeat
         assert leader.group.epoch == 2
-        assert leader.heartbeat("B", 0, 5) == PRIMARY
+        assert leader.heartbeat("B", 0, LAPSED + 0.1) == PRIMARY
 
     def test_override_beats_any_score(self) -> None:
         leader = pair(score_a=100, score_b=0)
         leader.override("B", 2)
         leader.heartbeat("A", 100, 3)
-        for t in (4, 5, 6):
+        for t in (11, 12, 13):
             assert leader.heartbeat("B", 0, t) == PRIMARY
             assert leader.heartbeat("A", 100, t + 0.5) == SECONDARY
         assert leader.group.pending is None
@@ -565,7 +663,7 @@ class TestRoleOverride:
         leader = pair(score_a=100, score_b=0)
         leader.override("B", 2)
         leader.heartbeat("A", 100, 3)
-        assert leader.roles == ("B", None)
+        assert leader.sweep(LAPSED) == ("B", None)
         for t in (20, 50, 500):  # B never heard again; A healthy
             leader.heartbeat("A", 100, t)
             assert leader.sweep(t) == ("B", None)
@@ -575,8 +673,8 @@ class TestRoleOverride:
         leader.register("C")
         leader.override("C", 2)
         assert leader.roles == ("A", "C")
-        leader.heartbeat("A", 100, 3)
-        assert leader.roles == ("C", None)
+        assert leader.heartbeat("A", 100, 3) == SECONDARY
+        assert leader.sweep(LAPSED) == ("C", None)
 
     def test_override_target_is_granted_when_the_silent_holder_expires(self) -> None:
         leader = pair()
@@ -584,7 +682,8 @@ class TestRoleOverride:
         leader.override("B", 6)
         assert leader.sweep(T + MARGIN) == ("A", "B")  # A silent since 0, not yet released
         assert leader.sweep(T + MARGIN + 0.01) == ("B", None)
-        assert leader.decisions[-1].reason == "Role override to Primary"
+        reason = leader.decisions[-1].reason
+        assert "Primary 'A' is stale" in reason and reason.endswith("Role override to Primary")
 
     def test_override_on_the_current_primary_changes_no_role(self) -> None:
         leader = pair()
@@ -609,36 +708,37 @@ class TestRoleOverride:
         assert sessions["C"].override == RoleOverride.Primary
         assert leader.roles == ("A", "C")
         leader.heartbeat("A", 100, 3)
-        assert leader.roles == ("C", None)
+        assert (leader.roles, leader.group.releasing) == ((None, "C"), "A")
+        assert leader.sweep(LAPSED) == ("C", None)
 
     def test_second_override_moves_the_role_from_the_first(self) -> None:
         leader = trio(100, 50, 50)
         leader.override("B", 1)
         leader.heartbeat("A", 100, 2)
-        assert leader.roles == ("B", None)
-        leader.heartbeat("B", 50, 3)
-        leader.override("C", 4)
-        assert leader.roles == ("B", "C")  # B was answered Primary at 3: wait for it
-        assert leader.heartbeat("B", 50, 5) == SECONDARY
-        assert leader.roles == ("C", None)
+        assert leader.sweep(LAPSED) == ("B", None)
+        leader.heartbeat("B", 50, LAPSED + 1)
+        leader.override("C", LAPSED + 2)
+        assert leader.roles == ("B", "C")
+        assert leader.heartbeat("B", 50, LAPSED + 3) == SECONDARY  # frees nothing
+        assert (leader.roles, leader.group.releasing) == ((None, "C"), "B")
+        assert leader.sweep(LAPSED + 1 + LAPSED - 0.02) == (None, "C")  # B's grant may hold
+        assert leader.sweep(LAPSED + 1 + LAPSED) == ("C", None)
 
     def test_off_returns_to_automatic_calculation(self) -> None:
         leader = pair(score_a=100, score_b=0)
         leader.override("B", 2)
         leader.heartbeat("A", 100, 3)
-        leader.heartbeat("B", 0, 3.5)
-        result = leader.override_off("B", 4)
+        assert leader.sweep(LAPSED) == ("B", None)
+        leader.heartbeat("B", 0, LAPSED + 0.5)
+        result = leader.override_off("B", LAPSED + 1)
         assert result.code == Code.OK
-        assert (
-            leader.group.sessions["B"].override,
-            leader.group.sessions["B"].override_expiry,
-        ) == (
-            RoleOverride.Off,
-            None,
-        )
-        assert leader.sweep(4) == ("B", "A")  # A outscores B, but B holds the grant
-        assert leader.heartbeat("B", 0, 5) == SECONDARY
-        assert leader.heartbeat("A", 100, 5.1) == PRIMARY
+        session = leader.group.sessions["B"]
+        assert (session.override, session.override_expiry) == (RoleOverride.Off, None)
+        assert leader.sweep(LAPSED + 1) == (None, "A")  # A outscores B, B holds the grant
+        assert leader.group.releasing == "B"
+        assert leader.heartbeat("B", 0, LAPSED + 2) == SECONDARY
+        assert leader.heartbeat("A", 100, LAPSED + 2.1) == PENDING
+        assert leader.heartbeat("A", 100, LAPSED + 0.5 + LAPSED) == PRIMARY
 
     def test_off_on_a_session_without_override_changes_no_role(self) -> None:
         leader = pair()
@@ -656,8 +756,8 @@ class TestRoleOverride:
         ("sweep_at", "roles", "override"),
         [
             pytest.param(19.9, ("B", None), RoleOverride.Primary, id="before-expiry"),
-            pytest.param(20.0, ("B", "A"), RoleOverride.Off, id="at-expiry-instant"),
-            pytest.param(25.0, ("B", "A"), RoleOverride.Off, id="after-expiry"),
+            pytest.param(20.0, (None, "A"), RoleOverride.Off, id="at-expiry-instant"),
+            pytest.param(25.0, (None, "A"), RoleOverride.Off, id="after-expiry"),
         ],
     )
     def test_expiry_returns_to_automatic_calculation(
@@ -676,8 +776,8 @@ class TestRoleOverride:
         leader.override("B", 2, expires_at=5)
         assert leader.roles == ("A", "B")
         leader.heartbeat("B", 50, 4.5)
-        assert leader.sweep(4.9) == ("A", "B")
-        assert leader.sweep(5) == ("A", None)
+        assert (leader.sweep(4.9), leader.group.releasing) == ((None, "B"), "A")
+        assert leader.sweep(5) == ("A", None)  # A still held its grant: restored
         assert leader.group.sessions["B"].override == RoleOverride.Off
         assert leader.decisions[-1].clear_override
         assert leader.heartbeat("A", 100, 6) == PRIMARY
@@ -687,11 +787,11 @@ class TestRoleOverride:
         leader = pair(score_a=100, score_b=0)
         leader.override("B", 2, expires_at=30)
         leader.heartbeat("A", 100, 3)
-        assert leader.roles == ("B", None)  # B was last heard at 1
-        for t in range(5, 30, 5):
+        assert leader.sweep(LAPSED) == ("B", None)  # B was last heard at 1
+        for t in range(11, 30, 5):
             leader.heartbeat("A", 100, t)
         assert leader.sweep(29.9) == ("B", None)
-        assert leader.sweep(30) == (None, "A")  # B silent for 29 s: released at once
+        assert leader.sweep(30) == (None, "A")  # B never answered Primary: released at once
         assert leader.heartbeat("A", 100, 30.1) == PRIMARY
 
     @pytest.mark.parametrize(
@@ -722,49 +822,65 @@ class TestRoleOverride:
 
 
 class TestDeletion:
-    """Deleting a grant holder releases it at once (resignation); evaluate decides anew."""
+    """Deleting a grant holder does not stop its adapter: its grant is released like any other
+    (acknowledged or certainly lapsed); evaluate decides anew."""
 
-    def test_deleting_the_primary_of_a_pair_promotes_the_lone_survivor(self) -> None:
+    def test_deleting_the_primary_of_a_pair_waits_for_its_grant(self) -> None:
         leader = pair()
         assert leader.delete("A", 2).code == Code.DELETED
-        assert leader.roles == (None, None)
+        assert (leader.roles, leader.group.releasing) == ((None, None), "A")
         event = leader.group.events[-1]
         assert (event.old_primary, event.new_primary, event.reason) == (
             "A",
             None,
             "Client 'A' was deleted",
         )
-        assert leader.sweep(2) == ("B", None)
-        assert leader.decisions[-1].reason == "Only one client in group"
+        assert leader.sweep(2) == (None, "B")
+        assert leader.sweep(LAPSED) == ("B", None)
+        reason = leader.decisions[-1].reason
+        assert "'A' was deleted and its last grant has lapsed" in reason
+        assert reason.endswith("Only one client in group")
 
     def test_deleting_the_primary_names_the_best_live_candidate(self) -> None:
         leader = trio(100, 90, 50)
         leader.delete("A", 2)
         assert leader.sweep(2) == (None, "B")
-        assert leader.heartbeat("B", 90, 2.1) == PRIMARY
+        assert leader.heartbeat("B", 90, 2.1) == PENDING
+        assert leader.heartbeat("B", 90, LAPSED) == PRIMARY
 
     def test_deleting_the_primary_while_a_candidate_is_pending(self) -> None:
         leader = trio(10, 90, 50)
         leader.heartbeat("B", 90, 1)
-        assert leader.roles == ("A", "B")
+        assert (leader.roles, leader.group.releasing) == ((None, "B"), "A")
         leader.delete("A", 2)
-        assert leader.roles == (None, "B")
+        assert (leader.roles, leader.group.releasing) == ((None, "B"), "A")
         assert evaluate(leader.group, leader.view(2)) is None  # B already the candidate
-        assert leader.heartbeat("B", 90, 2.1) == PRIMARY
+        assert leader.heartbeat("B", 90, 2.1) == PENDING
+        assert leader.heartbeat("B", 90, LAPSED) == PRIMARY
+
+    def test_deleted_agent_that_acknowledges_frees_its_grant_at_once(self) -> None:
+        leader = trio(100, 90, 50)
+        leader.agent = True
+        leader.delete("A", 2)
+        leader.held["A"] = (SECONDARY, 1)  # it heard 404, dropped its grant and re-registered
+        leader.register("A")
+        leader.heartbeat("A", 0, 2.1)  # HeldRole Secondary, HeldEpoch 1: B is the candidate
+        assert leader.group.releasing is None
+        assert leader.heartbeat("B", 90, 2.2) == PRIMARY
 
     def test_deleting_the_pending_candidate_names_the_next_one(self) -> None:
         leader = trio(10, 90, 50)
         leader.heartbeat("B", 90, 1)
         assert leader.delete("B", 2).code == Code.DELETED
-        assert leader.roles == ("A", None)
-        assert leader.sweep(2) == ("A", "C")
+        assert (leader.roles, leader.group.releasing) == ((None, None), "A")
+        assert leader.sweep(2) == (None, "C")
 
     def test_deleting_the_pending_candidate_of_a_pair_leaves_the_primary_alone(self) -> None:
         leader = pair(score_a=10, score_b=90)
-        assert leader.roles == ("A", "B")
+        assert (leader.roles, leader.group.releasing) == ((None, "B"), "A")
         leader.delete("B", 2)
-        assert leader.roles == ("A", None)
-        assert evaluate(leader.group, leader.view(2)) is None
+        assert leader.sweep(2) == ("A", None)  # still its grant: restored
+        assert evaluate(leader.group, leader.view(2, "A")) is None
         assert leader.group.epoch == 1
 
     def test_deleting_a_secondary_changes_no_role(self) -> None:
@@ -1099,10 +1215,10 @@ class TestEvents:
         leader = pair(score_a=50, score_b=50)
         leader.heartbeat("B", 80, 2)
         leader.heartbeat("A", 50, 3)
-        leader.heartbeat("B", 80, 4)
+        leader.heartbeat("B", 80, LAPSED)
         event = leader.group.events[-1]
         assert (event.time, event.epoch, event.old_primary, event.new_primary, event.pending) == (
-            ticks(4),
+            ticks(LAPSED),
             2,
             None,
             "B",
