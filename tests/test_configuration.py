@@ -75,6 +75,24 @@ def test_endpoint_repr_never_shows_secrets() -> None:
     assert "very-secret" not in repr(config.parse_endpoint(CONNECT))
 
 
+def test_endpoint_urls_follow_the_facets_rules() -> None:
+    # One validator for both APIs: a URL with a space or control character is refused here too.
+    for bad in ("https://pi/omf path", "https://pi/omf\t"):
+        with pytest.raises(config.BadRequest, match="spaces or control"):
+            config.parse_endpoint({"Endpoint": bad})
+
+
+def test_a_mask_keeps_the_secret_only_for_the_same_account() -> None:
+    stored = config.parse_endpoint(PIWEBAPI)
+    for changed in ({"UserName": "someone-else"}, {}):
+        sent = config.parse_endpoint({**PIWEBAPI, **changed, "Password": config.MASK})
+        if changed:
+            with pytest.raises(config.BadRequest, match="mask"):
+                config.unmask(sent, stored)
+        else:
+            assert config.unmask(sent, stored).password == stored.password
+
+
 # --------------------------------------------------------------------------- REST: logging
 
 

@@ -27,10 +27,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from cfs_cluster.protocol.validators import HealthEndpointSettings
 from cfs_cluster.protocol.wire import ClientRole, format_datetime, ticks_from_unix
 
 if TYPE_CHECKING:
@@ -75,20 +76,6 @@ class DeviceStatus(StrEnum):
     DeviceInError = "DeviceInError"
     NotConfigured = "NotConfigured"
     Shutdown = "Shutdown"
-
-
-@dataclass(frozen=True)
-class HealthEndpointSettings:
-    """One OMF health endpoint (the adapter framework's HealthEndpoints facet, spec §6.2)."""
-
-    id: str
-    endpoint: str
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    client_id: str | None = None
-    client_secret: str | None = field(default=None, repr=False)
-    token_endpoint: str | None = None
-    validate_certificate: bool = True
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from cfs_cluster.engine import configuration as config
 from cfs_cluster.errors import BadRequest, NotFound
 from cfs_cluster.ops.logs import current_level
 from cfs_cluster.protocol.bodies import ErrorResponse, load_json
+from cfs_cluster.protocol.validators import ENDPOINT_SCHEMA_PROPERTIES
 
 __all__ = ["router"]
 
@@ -33,13 +34,7 @@ _ENDPOINT_SCHEMA = {
     "required": ["Endpoint"],
     "properties": {
         "Id": {"type": "string"},
-        "Endpoint": {"type": "string", "format": "uri"},
-        "UserName": {"type": "string"},
-        "Password": {"type": "string"},
-        "ClientId": {"type": "string"},
-        "ClientSecret": {"type": "string"},
-        "TokenEndpoint": {"type": "string", "format": "uri"},
-        "ValidateEndpointCertificate": {"type": "boolean", "default": True},
+        **ENDPOINT_SCHEMA_PROPERTIES,
     },
 }
 _LOGGING_SCHEMA = {

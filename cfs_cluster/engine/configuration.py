@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from cfs_cluster.engine.commands import Code, Command, Handler, Result
 from cfs_cluster.engine.upgradable import Upgradable
 from cfs_cluster.errors import BadRequest
+from cfs_cluster.protocol.validators import (
+    ENDPOINT_FIELDS,
+    MASK,
+    HealthEndpointSettings,
+    credentials,
+    flag,
+    unmask_secrets,
+    url,
+)
 from cfs_cluster.protocol.wire import normalize_keys
 
 __all__ = [
@@ -36,18 +44,10 @@ __all__ = [
 # Spec §7, low to high. Setting a level includes every higher one.
 LOG_LEVELS = ("Verbose", "Debug", "Information", "Warning", "Error", "Fatal")
 DEFAULT_LOG_LEVEL = "Information"
-MASK = "********"
 MAX_ENDPOINTS = 32
-MAX_FIELD_LENGTH = 2048
 _ENDPOINT_KEYS = (
     "Id",
-    "Endpoint",
-    "UserName",
-    "Password",
-    "ClientId",
-    "ClientSecret",
-    "TokenEndpoint",
-    "ValidateEndpointCertificate",
+    *ENDPOINT_FIELDS,
     # Deprecated (spec §6.2 PROPOSAL): accepted and ignored.
     "Buffering",
     "MaxBufferSizeMB",
@@ -56,17 +56,8 @@ _ENDPOINT_KEYS = (
 
 
 @dataclass(frozen=True)
-class HealthEndpoint(Upgradable):
-    """One OMF destination. Secrets are excluded from ``repr`` so no log line can carry them."""
-
-    id: str
-    endpoint: str
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    client_id: str | None = None
-    client_secret: str | None = field(default=None, repr=False)
-    token_endpoint: str | None = None
-    validate_certificate: bool = True
+class HealthEndpoint(HealthEndpointSettings, Upgradable):
+    """One OMF destination as replicated (the facet's fields; secrets are kept out of ``repr``)."""
 
 
 @dataclass(frozen=True)
@@ -121,33 +112,19 @@ def parse_endpoint(body: Any, *, default_id: str | None = None) -> HealthEndpoin
         raise BadRequest("A health endpoint must be a JSON object.")
     v = normalize_keys(body, _ENDPOINT_KEYS)
     endpoint_id = _id(v.get("Id"), default_id)
-    endpoint = _url(v.get("Endpoint"), "Endpoint", required=True)
-    username, password = _text(v, "UserName"), _text(v, "Password")
-    client_id, client_secret = _text(v, "ClientId"), _text(v, "ClientSecret")
-    token_endpoint = _url(v.get("TokenEndpoint"), "TokenEndpoint", required=False)
-    _pair(username, password, "UserName", "Password")
-    _pair(client_id, client_secret, "ClientId", "ClientSecret")
-    if username is not None and client_id is not None:
-        raise BadRequest(
-            "Give UserName/Password (PI Web API) or ClientId/ClientSecret (CONNECT data "
-            "services), not both."
-        )
-    if token_endpoint is not None and client_id is None:
+    endpoint = url(v.get("Endpoint"), "Endpoint", required=True)
+    pairs = credentials(v)
+    token_endpoint = url(v.get("TokenEndpoint"), "TokenEndpoint", required=False)
+    if token_endpoint is not None and pairs["client_id"] is None:
         raise BadRequest("TokenEndpoint is only used with ClientId/ClientSecret.")
-    validate = v.get("ValidateEndpointCertificate", True)
-    if validate is None:
-        validate = True
-    if not isinstance(validate, bool):
-        raise BadRequest("ValidateEndpointCertificate must be true or false.")
     return HealthEndpoint(
-        endpoint_id,
-        endpoint or "",
-        username,
-        password,
-        client_id,
-        client_secret,
-        token_endpoint,
-        validate,
+        id=endpoint_id,
+        endpoint=endpoint or "",
+        **pairs,
+        token_endpoint=token_endpoint,
+        validate_certificate=flag(
+            v.get("ValidateEndpointCertificate"), "ValidateEndpointCertificate"
+        ),
     )
 
 
@@ -187,17 +164,11 @@ def parse_configuration(body: Any) -> tuple[str | None, tuple[HealthEndpoint, ..
 
 
 def unmask(endpoint: HealthEndpoint, stored: HealthEndpoint | None) -> HealthEndpoint:
-    """A secret sent back as the mask (a GET, edited, PUT back) keeps the stored secret."""
-    password, secret = endpoint.password, endpoint.client_secret
-    if password == MASK:
-        if stored is None or stored.password is None:
-            raise BadRequest(f"Password of '{endpoint.id}' is the mask; give the real password.")
-        password = stored.password
-    if secret == MASK:
-        if stored is None or stored.client_secret is None:
-            raise BadRequest(f"ClientSecret of '{endpoint.id}' is the mask; give the real secret.")
-        secret = stored.client_secret
-    return replace(endpoint, password=password, client_secret=secret)
+    """A secret sent back as the mask (a GET, edited, PUT back) keeps the stored secret.
+
+    Only under the same UserName or ClientId, as the facet's HealthEndpoints (``unmask_secrets``).
+    """
+    return unmask_secrets(endpoint, stored)
 
 
 def endpoint_json(endpoint: HealthEndpoint) -> dict[str, Any]:
@@ -224,42 +195,6 @@ def _id(value: Any, default_id: str | None) -> str:
             "Id must be 1-256 letters, digits, '-', '_' or '.'.", parameters={"Id": value[:64]}
         )
     return value
-
-
-def _text(values: Mapping[str, Any], name: str) -> str | None:
-    value = values.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string.")
-    if len(value) > MAX_FIELD_LENGTH:
-        raise BadRequest(f"{name} is longer than {MAX_FIELD_LENGTH} characters.")
-    return value
-
-
-def _url(value: Any, name: str, *, required: bool) -> str | None:
-    if value is None or value == "":
-        if required:
-            raise BadRequest(f"{name} is required (the OMF endpoint URL).")
-        return None
-    if not isinstance(value, str) or len(value) > MAX_FIELD_LENGTH:
-        raise BadRequest(f"{name} must be an http(s) URL.")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        raise BadRequest(f"{name} is not a valid URL: {exc}.") from exc
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"{name} must be an absolute http:// or https:// URL.")
-    if parts.username is not None or parts.password is not None:
-        # Credentials in a URL would end up in logs; they belong in UserName/Password.
-        raise BadRequest(f"{name} must not contain credentials; use UserName and Password.")
-    return value
-
-
-def _pair(first: str | None, second: str | None, a: str, b: str) -> None:
-    if (first is None) != (second is None):
-        raise BadRequest(f"{a} and {b} go together: give both or neither.")
 
 
 if TYPE_CHECKING:

@@ -11,12 +11,19 @@ framework drops them. Pure: a parsed JSON body in, frozen values out, or a ``Bad
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
-from cfs_cluster.agent.health import HealthEndpointSettings
 from cfs_cluster.errors import BadRequest
-from cfs_cluster.facet.model import MASK, credentials, flag, identifier_or, url
+from cfs_cluster.protocol.validators import (
+    ENDPOINT_FIELDS,
+    MASK,
+    HealthEndpointSettings,
+    credentials,
+    flag,
+    identifier_or,
+    unmask_secrets,
+    url,
+)
 
 __all__ = [
     "HEALTH_FIELDS",
@@ -28,16 +35,7 @@ __all__ = [
 ]
 
 MAX_HEALTH_ENDPOINTS = 16
-HEALTH_FIELDS = (
-    "Id",
-    "Endpoint",
-    "UserName",
-    "Password",
-    "ClientId",
-    "ClientSecret",
-    "TokenEndpoint",
-    "ValidateEndpointCertificate",
-)
+HEALTH_FIELDS = ("Id", *ENDPOINT_FIELDS)
 _IGNORED = ("Buffering", "MaxBufferSizeMB", "DebugExpiration")
 _LOOKUP = {name.lower(): name for name in (*HEALTH_FIELDS, *_IGNORED)}
 
@@ -81,16 +79,7 @@ def unmask_health(
     endpoint: HealthEndpointSettings, stored: HealthEndpointSettings | None
 ) -> HealthEndpointSettings:
     """A secret sent back as the mask keeps the stored one, for the same account only."""
-    password, secret = endpoint.password, endpoint.client_secret
-    if password == MASK:
-        if stored is None or stored.password is None or stored.username != endpoint.username:
-            raise _mask_error("Password")
-        password = stored.password
-    if secret == MASK:
-        if stored is None or stored.client_secret is None or stored.client_id != endpoint.client_id:
-            raise _mask_error("ClientSecret")
-        secret = stored.client_secret
-    return replace(endpoint, password=password, client_secret=secret)
+    return unmask_secrets(endpoint, stored)
 
 
 def health_json(endpoint: HealthEndpointSettings, *, masked: bool = True) -> dict[str, Any]:
@@ -107,14 +96,6 @@ def health_json(endpoint: HealthEndpointSettings, *, masked: bool = True) -> dic
         "TokenEndpoint": endpoint.token_endpoint,
         "ValidateEndpointCertificate": endpoint.validate_certificate,
     }
-
-
-def _mask_error(name: str) -> BadRequest:
-    return BadRequest(
-        f"{name} is the mask '{MASK}' but there is no stored {name} for this account to keep.",
-        resolution=f"Send the real {name}.",
-        parameters={name: MASK},
-    )
 
 
 def _fields(body: Any) -> dict[str, Any]:

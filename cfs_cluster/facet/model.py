@@ -13,13 +13,22 @@ to the default is exactly the mistake a configuration API should catch.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from cfs_cluster.errors import BadRequest
+from cfs_cluster.protocol.validators import (
+    ENDPOINT_FIELDS,
+    MASK,
+    bounded,
+    credentials,
+    flag,
+    identifier,
+    identifier_or,
+    unmask_secrets,
+    url,
+)
 from cfs_cluster.protocol.wire import TICKS_PER_SECOND, parse_timespan
 
 __all__ = [
@@ -42,7 +51,6 @@ __all__ = [
     "url",
 ]
 
-MASK = "********"
 # "Warn" is the seed's own spelling in its parameter table (a typo for Warm); "NotConfigured" is
 # the adapter framework's name for None. Both are accepted and stored as written, so a document
 # reads back as it was sent; they behave as Warm and None.
@@ -52,8 +60,6 @@ DEFAULT_MODE = "None"  # the seed's default: a configuration without Mode is no 
 MIN_TIMEOUT = 15.0
 DEFAULT_TIMEOUT = 60.0
 MAX_TIMEOUT = 86_399.0  # the seed's hh:mm:ss form cannot say more than 23:59:59
-MAX_ID_LENGTH = 256
-MAX_TEXT_LENGTH = 2048
 
 # Canonical PascalCase names, in the order GET writes them.
 FIELDS = (
@@ -63,13 +69,7 @@ FIELDS = (
     "Description",
     "FailoverTimeout",
     "Mode",
-    "Endpoint",
-    "UserName",
-    "Password",
-    "ClientId",
-    "ClientSecret",
-    "TokenEndpoint",
-    "ValidateEndpointCertificate",
+    *ENDPOINT_FIELDS,
 )
 _LOOKUP = {name.lower(): name for name in FIELDS}
 _SECONDS = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,7})?")
@@ -184,27 +184,9 @@ def unmask(
 ) -> ClientFailoverConfig:
     """A secret sent back as the mask (GET, edit, PUT) keeps the stored secret.
 
-    Only the same credential kind keeps its secret: a mask under a changed UserName or ClientId
-    would silently pair an old password with a new account.
+    Only the same credential kind keeps its secret (``unmask_secrets``).
     """
-    password, secret = config.password, config.client_secret
-    if password == MASK:
-        if stored is None or stored.password is None or stored.username != config.username:
-            raise _mask_error("Password")
-        password = stored.password
-    if secret == MASK:
-        if stored is None or stored.client_secret is None or stored.client_id != config.client_id:
-            raise _mask_error("ClientSecret")
-        secret = stored.client_secret
-    return replace(config, password=password, client_secret=secret)
-
-
-def _mask_error(name: str) -> BadRequest:
-    return BadRequest(
-        f"{name} is the mask '{MASK}' but there is no stored {name} for this account to keep.",
-        resolution=f"Send the real {name}.",
-        parameters={name: MASK},
-    )
+    return unmask_secrets(config, stored)
 
 
 def _same_id(value: Any, stored: ClientFailoverConfig) -> bool:
@@ -244,32 +226,10 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), "a number")
 
 
-def identifier_or(value: Any, default_id: str | None) -> str:
-    if value is None or value == "":
-        return default_id or str(uuid.uuid4())
-    return _identifier(value, "Id")
-
-
 def _required_text(value: Any, name: str) -> str:
     if value is None or value == "":
         raise BadRequest(f"{name} is required.", parameters={name: ""})
-    return _identifier(value, name)
-
-
-def _identifier(value: Any, name: str) -> str:
-    """Ids travel in URLs (ours and the failover endpoint's): printable, no '/', bounded."""
-    if not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string.", parameters={name: repr(value)[:64]})
-    if len(value) > MAX_ID_LENGTH:
-        raise BadRequest(
-            f"{name} is longer than {MAX_ID_LENGTH} characters.", parameters={name: value[:64]}
-        )
-    if not value.strip() or not value.isprintable() or "/" in value:
-        raise BadRequest(
-            f"{name} must be printable characters, not only spaces, and contain no '/'.",
-            parameters={name: value[:64]},
-        )
-    return value
+    return identifier(value, name)
 
 
 def _label(value: Any, name: str) -> str | None:
@@ -280,87 +240,7 @@ def _label(value: Any, name: str) -> str | None:
         raise BadRequest(
             f"{name} must be a non-empty string or null.", parameters={name: repr(value)[:64]}
         )
-    return _bounded(value, name)
-
-
-def _text(value: Any, name: str) -> str | None:
-    """Credentials: an empty string means not given, as for the health endpoints."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string.", parameters={name: type(value).__name__})
-    return _bounded(value, name)
-
-
-def _bounded(value: str, name: str) -> str:
-    if len(value) > MAX_TEXT_LENGTH:
-        raise BadRequest(
-            f"{name} is longer than {MAX_TEXT_LENGTH} characters.", parameters={name: value[:64]}
-        )
-    return value
-
-
-def credentials(v: Mapping[str, Any]) -> dict[str, str | None]:
-    """Exactly one pair (Basic or client credentials) or none (spec §5.1 auth selection)."""
-    pairs = {
-        "username": _text(v.get("UserName"), "UserName"),
-        "password": _text(v.get("Password"), "Password"),
-        "client_id": _text(v.get("ClientId"), "ClientId"),
-        "client_secret": _text(v.get("ClientSecret"), "ClientSecret"),
-    }
-    _pair(pairs["username"], pairs["password"], "UserName", "Password")
-    _pair(pairs["client_id"], pairs["client_secret"], "ClientId", "ClientSecret")
-    if pairs["username"] is not None and pairs["client_id"] is not None:
-        raise BadRequest(
-            "Give UserName/Password (on-premises failover service) or ClientId/ClientSecret "
-            "(CONNECT data services), not both.",
-            parameters={"UserName": "set", "ClientId": "set"},
-        )
-    return pairs
-
-
-def _pair(first: str | None, second: str | None, a: str, b: str) -> None:
-    if (first is None) != (second is None):
-        missing = b if second is None else a
-        raise BadRequest(
-            f"{a} and {b} go together: {missing} is missing.", parameters={missing: ""}
-        )
-
-
-def url(value: Any, name: str, *, required: bool) -> str | None:
-    if value is None or value == "":
-        if required:
-            raise BadRequest(
-                f"{name} is required: the failover endpoint, such as "
-                "https://cfs-host:5590/api/v1/clientfailover.",
-                parameters={name: ""},
-            )
-        return None
-    if not isinstance(value, str) or len(value) > MAX_TEXT_LENGTH:
-        raise BadRequest(f"{name} must be an http(s) URL string.", parameters={name: "invalid"})
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        raise BadRequest(
-            f"{name} is not a valid URL: {exc}.", parameters={name: value[:64]}
-        ) from exc
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise BadRequest(
-            f"{name} '{value[:64]}' is not a well-formed http:// or https:// URL.",
-            parameters={name: value[:64]},
-        )
-    if parts.username is not None or parts.password is not None:
-        # Credentials in a URL would end up in logs; they belong in UserName/Password.
-        raise BadRequest(
-            f"{name} must not contain credentials; use UserName and Password.",
-            parameters={name: "contains credentials"},
-        )
-    if any(c.isspace() or not c.isprintable() for c in value):
-        raise BadRequest(
-            f"{name} must not contain spaces or control characters.", parameters={name: value[:64]}
-        )
-    return value
+    return bounded(value, name)
 
 
 def _mode(value: Any) -> str:
@@ -375,14 +255,6 @@ def _mode(value: Any) -> str:
         f"Mode '{str(value)[:32]}' is not one of: {', '.join(MODES)}.",
         parameters={"Mode": str(value)[:32]},
     )
-
-
-def flag(value: Any, name: str) -> bool:
-    if value is None:
-        return True
-    if not isinstance(value, bool):
-        raise BadRequest(f"{name} must be true or false.", parameters={name: repr(value)[:32]})
-    return value
 
 
 # --------------------------------------------------------------------------- FailoverTimeout

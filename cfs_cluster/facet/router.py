@@ -27,6 +27,7 @@ from cfs_cluster.facet.healthendpoints import health_json
 from cfs_cluster.facet.model import MODES
 from cfs_cluster.facet.service import ClientFailoverFacet
 from cfs_cluster.protocol.bodies import ErrorResponse, load_json
+from cfs_cluster.protocol.validators import ENDPOINT_SCHEMA_PROPERTIES
 
 __all__ = [
     "CONFIGURATION_PATH",
@@ -53,13 +54,7 @@ _SCHEMA: dict[str, Any] = {
         "Description": {"type": "string"},
         "FailoverTimeout": {"type": "string", "default": "00:01:00", "example": "00:01:00"},
         "Mode": {"type": "string", "enum": list(MODES), "default": "None"},
-        "Endpoint": {"type": "string", "format": "uri"},
-        "UserName": {"type": "string"},
-        "Password": {"type": "string"},
-        "ClientId": {"type": "string"},
-        "ClientSecret": {"type": "string"},
-        "TokenEndpoint": {"type": "string", "format": "uri"},
-        "ValidateEndpointCertificate": {"type": "boolean", "default": True},
+        **ENDPOINT_SCHEMA_PROPERTIES,
     },
 }
 

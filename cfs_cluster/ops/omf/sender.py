@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cfs_cluster.ops.omf.messages import OMF_VERSION, Message, split_message
+from cfs_cluster.protocol.validators import Credentialed
 
 if TYPE_CHECKING:
     from cfs_cluster.ops.metrics import Metrics
@@ -41,21 +42,13 @@ REMEDY_409 = (
 )
 
 
-class OmfDestination(Protocol):
+class OmfDestination(Credentialed, Protocol):
     """An OMF endpoint's settings, as a health endpoint configuration gives them (spec §6.2)."""
 
     @property
     def id(self) -> str: ...
     @property
     def endpoint(self) -> str: ...
-    @property
-    def username(self) -> str | None: ...
-    @property
-    def password(self) -> str | None: ...
-    @property
-    def client_id(self) -> str | None: ...
-    @property
-    def client_secret(self) -> str | None: ...
     @property
     def token_endpoint(self) -> str | None: ...
     @property
