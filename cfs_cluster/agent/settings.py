@@ -13,14 +13,14 @@ MODES = ("Hot", "Warm", "Cold")
 SERVICE_NAME = "PythonAgent"
 
 
-def default_session_id() -> str:
+def default_session_id(service_name: str = SERVICE_NAME) -> str:
     """An adapter-style id, ``{MachineName}.{ServiceName}`` (spec §3.2), made unique per process.
 
     A real adapter's id is stable across restarts because one machine runs one instance of a
     service; an embedded library cannot know that, so a random suffix keeps two collectors on
     one host from sharing a session.
     """
-    return f"{socket.gethostname()}.{SERVICE_NAME}.{uuid.uuid4().hex[:12]}"
+    return f"{socket.gethostname()}.{service_name}.{uuid.uuid4().hex[:12]}"
 
 
 def default_session_name() -> str:

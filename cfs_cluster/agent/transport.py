@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 import httpx
 
+from cfs_cluster.protocol.retry import retry_after_seconds
+
 __all__ = [
     "EndpointError",
     "EndpointPool",
@@ -147,15 +149,8 @@ def check(response: httpx.Response, what: str) -> httpx.Response:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds (the delta-seconds form; a date is not worth parsing here)."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+    """The answer's Retry-After in seconds (protocol/retry.py), None without one."""
+    return retry_after_seconds(response.headers.get("retry-after"))
 
 
 def _reason(response: httpx.Response) -> str:

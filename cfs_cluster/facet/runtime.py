@@ -30,9 +30,7 @@ import contextlib
 import datetime as dt
 import decimal
 import logging
-import socket
 import struct
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -309,7 +307,9 @@ def agent_settings(config: ClientFailoverConfig, session_id: str) -> AgentSettin
 
 def default_session_id() -> str:
     """``{MachineName}.{ServiceName}`` like an adapter (spec §3.2), unique per facet instance."""
-    return f"{socket.gethostname()}.CfsFacet.{uuid.uuid4().hex[:12]}"
+    from cfs_cluster.agent.settings import default_session_id as adapter_style_id
+
+    return adapter_style_id("CfsFacet")
 
 
 def restored_from(saved: dict[str, Any] | None) -> Restored:

@@ -9,9 +9,7 @@ embeds the agent loads no server part with it.
 from __future__ import annotations
 
 import base64
-import email.utils
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -22,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cfs_cluster.ops.omf.messages import OMF_VERSION, Message, split_message
+from cfs_cluster.protocol.retry import retry_after_seconds
 from cfs_cluster.protocol.validators import Credentialed
 
 if TYPE_CHECKING:
@@ -234,18 +233,5 @@ def _default_token_endpoint(endpoint: str) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After as seconds or an HTTP date; None when absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if math.isnan(seconds):
-        return None
-    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+    """Retry-After as seconds or an HTTP date (protocol/retry.py); None when absent."""
+    return retry_after_seconds(response.headers.get("retry-after"), MAX_RETRY_AFTER)
