@@ -37,6 +37,9 @@ class FakeReplicator:
     def leader_address(self) -> str | None:
         return self.leader
 
+    def term(self) -> int:
+        return 1
+
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -57,6 +60,8 @@ class Leader:
         except MemberAuthFailed as exc:
             return httpx.Response(401, json={"reason": exc.reason})
         body = json.loads(request.content) if request.content else None
+        if isinstance(body, dict) and "Heartbeats" in body:  # a relayed batch with its term
+            body = body["Heartbeats"]
         self.requests.append((request.method, target, body, vouched.caller))
         return self.answer(request)
 

@@ -204,20 +204,6 @@ def test_wait_applied_says_how_far_behind_this_node_is(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- lease and status
 
 
-def test_the_lease_needs_a_majority_heard_within_leader_fallback(tmp_path: Path) -> None:
-    obj = FakeSyncObj(others=["127.0.0.1:7002", "127.0.0.1:7003"])
-    rep = replicator(tmp_path, obj)
-    now = time.monotonic()
-    old = now - 5 * RaftSettings().leader_fallback
-    responses = obj._SyncObj__lastResponseTime
-    responses.update({obj.otherNodes[0]: old, obj.otherNodes[1]: old})
-    assert rep._compute_lease(now) is False
-    responses[obj.otherNodes[1]] = now  # with itself, 2 of 3
-    assert rep._compute_lease(now) is True
-    obj.leading = False
-    assert rep._compute_lease(now) is False
-
-
 def test_members_report_match_index_and_contact_only_on_the_leader(tmp_path: Path) -> None:
     obj = FakeSyncObj(others=["127.0.0.1:7003", "127.0.0.1:7002"])
     obj.connected = {"127.0.0.1:7002"}
