@@ -97,7 +97,8 @@ def test_events_explain_a_forced_and_a_stale_failover_and_metrics_count_them(
             == 201
         )
     _until_primary(client, base, "g", "a", [])
-    # Forced: an administrator overrides b to Primary; a hands over at its next heartbeat.
+    # Forced: an administrator overrides b to Primary; a is asked to step down and b is
+    # granted once a's last grant has certainly lapsed (P1: a sends no acknowledgement).
     override = client.post(
         f"{base}{API}/groups/g/clientsessions/b/roleoverride", json={"Value": "Primary"}
     )
@@ -113,8 +114,12 @@ def test_events_explain_a_forced_and_a_stale_failover_and_metrics_count_them(
 
     for node in cluster.nodes:  # replicated: every node tells the same story
         events = _events_until(client, node.url, lambda e: bool(e) and e[-1]["NewPrimary"] == "a")
+        stepped_down = next(e for e in events if e["OldPrimary"] == "a")
+        assert stepped_down["NewPrimary"] is None and stepped_down["PendingPrimary"] == "b"
+        assert "'a' is asked to step down" in stepped_down["Reason"], stepped_down
         forced = next(e for e in events if e["NewPrimary"] == "b")
-        assert forced["OldPrimary"] == "a" and "override" in forced["Reason"].lower()
+        assert forced["OldPrimary"] is None and "override" in forced["Reason"].lower()
+        assert "grant of 'a' has lapsed" in forced["Reason"], forced
         assert forced["Epoch"] >= 2 and forced["Time"].endswith("Z")
         assert set(forced["Scores"]) <= {"a", "b"}
         # The stale primary is released (P1): either its grant is freed first ("is stale"), or,

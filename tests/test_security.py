@@ -262,13 +262,15 @@ def test_heartbeat_rate_limit_keeps_the_pending_chain(tmp_path: Path) -> None:
             for sid in ("a", "b"):
                 await client.post(f"{GROUPS}/g/clientsessions", json={"Id": sid})
 
-            async def beat(sid: str, score: int) -> httpx.Response:
+            async def beat(sid: str, score: int, **held: int) -> httpx.Response:
                 return await client.post(
-                    f"{GROUPS}/g/clientsessions/{sid}/heartbeat", json={"FailoverScore": score}
+                    f"{GROUPS}/g/clientsessions/{sid}/heartbeat",
+                    json={"FailoverScore": score, **held},
                 )
 
             assert (await beat("a", 1)).json()["Role"] in (2, "PendingPrimary")
-            assert (await beat("a", 1)).json()["Role"] in (1, "Primary")  # confirmed
+            granted = (await beat("a", 1)).json()
+            assert granted["Role"] in (1, "Primary")  # confirmed
             assert (await beat("b", 1)).status_code == 200
             # A higher score makes b the candidate: PendingPrimary until a is told Secondary.
             roles = [(await beat("b", 5)).json()["Role"]]
@@ -279,6 +281,9 @@ def test_heartbeat_rate_limit_keeps_the_pending_chain(tmp_path: Path) -> None:
                 roles.append(response.json()["Role"])
             assert set(roles) <= {2, "PendingPrimary"}, roles
             assert (await beat("a", 1)).json()["Role"] in (0, "Secondary")
+            # a acknowledges (as our agent does); only then may b be granted (P1).
+            acked = await beat("a", 1, HeldRole=0, HeldEpoch=granted["Epoch"])
+            assert acked.json()["Role"] in (0, "Secondary")
             promoted = await beat("b", 5)
             assert promoted.status_code == 200, promoted.text
             assert promoted.json()["Role"] in (1, "Primary")

@@ -432,6 +432,11 @@ class FailoverAgent:
         confirmations = 1 if self._poll_works else MAX_CONFIRMATIONS
         for _ in range(confirmations + 1):
             answer = await self._heartbeat()
+            if answer.role == ClientRole.Primary and self._score != self._current_score():
+                # A Cold standby was granted on its standby score (1); tell the service the
+                # primary's score at once, or a Hot secondary beating 1 would take the role
+                # at its next heartbeat (a needless hand-over, P2).
+                await self._heartbeat()
             if answer.role != ClientRole.PendingPrimary:
                 return
             log.info("Sending primary confirmation.")

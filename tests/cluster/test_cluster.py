@@ -170,6 +170,14 @@ def test_full_restart_keeps_groups_sessions_overrides_epochs(cluster: Cluster) -
     _settle_roles(cluster, follower, "g2")
     override = cluster.nodes[follower].url + f"{API}/groups/g2/clientsessions/b/roleoverride"
     _post(cluster, override, {"Value": "Primary", "ExpirationPeriod": "08:00:00"}, expect=200)
+    # The override moves the role through a step-down (P1): the leader's next sweep tells 'a' to
+    # step down and grants nobody until 'a' acknowledges or its grant lapses. Wait for that
+    # decision, so the state compared across the restart is the one the leader settled on.
+    status_url = cluster.nodes[leader].url + f"{API}/groups/g2/status"
+    deadline = time.monotonic() + 10
+    while cluster.client.get(status_url).json()["Primary"] is not None:
+        assert time.monotonic() < deadline, "the leader never asked 'a' to step down"
+        time.sleep(0.05)
     before = {g: _durable(_group_view(cluster, leader, g)) for g in ("g1", "g2")}
     assert any(s[2] == 1 for s in before["g2"]["sessions"]), before
 

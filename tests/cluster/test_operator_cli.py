@@ -96,11 +96,17 @@ def cfs_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
     return json.loads(out)
 
 
-def beat(cluster: Cluster, group: str, session: str, score: float) -> int:
-    """One heartbeat as an adapter; the answered role."""
+def beat(
+    cluster: Cluster, group: str, session: str, score: float, held: tuple[int, int] | None = None
+) -> int:
+    """One heartbeat as an adapter; the answered role. ``held`` = (HeldRole, HeldEpoch): what
+    the adapter acts on, as our agent reports it (AVEVA adapters never send it)."""
     path = f"{ROOT}/{group}/clientsessions/{session}/heartbeat"
+    body: dict[str, Any] = {"FailoverScore": score}
+    if held is not None:
+        body["HeldRole"], body["HeldEpoch"] = held
     with httpx.Client(auth=ADAPTER, timeout=10) as client:
-        answer = client.post(cluster.urls[0] + path, json={"FailoverScore": score})
+        answer = client.post(cluster.urls[0] + path, json=body)
     assert answer.status_code == 200, answer.text
     return int(answer.json()["Role"])
 
@@ -209,32 +215,40 @@ def test_override_moved_and_cleared_then_the_events(
     assert code == 0, err
     assert "b is PendingPrimary in line2" in out
     assert "becomes Primary once the current Primary" in out
-    # P1: the holder is answered Secondary first, then the target takes the grant.
+    # P1: the holder is answered Secondary, but the target is granted only once the holder
+    # acknowledges it acts on no grant (or its last grant lapsed): being *sent* Secondary
+    # releases nothing, that answer may be lost.
+    epoch = admin.get(cluster.urls[1] + ROOT + "/line2/status").json()["Epoch"]
     assert beat(cluster, "line2", "a", 100) == 0
+    assert beat(cluster, "line2", "b", 50) == 2
+    assert beat(cluster, "line2", "a", 100, held=(0, epoch)) == 0
     assert beat(cluster, "line2", "b", 50) == 1
     session = cfs_json(capsys, "groups", "show", "line2")["Sessions"]
     b = next(s for s in session if s["Id"] == "b")
     assert (b["Role"], b["RoleOverride"]) == (1, 1)
     assert b["RoleOverrideExpirationTime"] is not None
 
-    answer = cfs_json(capsys, "override", "clear", "line2", "b")
-    assert answer == {"Value": 0, "RoleOverrideExpirationTime": None}
-    shown = cfs_json(capsys, "groups", "show", "line2")
-    assert all(s["RoleOverride"] == 0 for s in shown["Sessions"])
-
     events = cfs_json(capsys, "events", "line2")
     api = admin.get(cluster.urls[2] + ROOT + "/line2/events").json()
     assert events == api
     moves = [(e["OldPrimary"], e["NewPrimary"], e["PendingPrimary"]) for e in events]
-    assert moves == [(None, "a", None), ("a", "b", None)]
-    assert [e["Sequence"] for e in events] == [1, 2]
-    assert "override" in events[1]["Reason"].lower(), events[1]
+    # Granted; asked to step down with b pending; b granted once a acknowledged.
+    assert moves == [(None, "a", None), ("a", None, "b"), (None, "b", None)]
+    assert [e["Sequence"] for e in events] == [1, 2, 3]
+    assert "step down" in events[1]["Reason"], events[1]
+    assert "acknowledged" in events[2]["Reason"], events[2]
+    assert all("override" in e["Reason"].lower() for e in events[1:]), events
     assert all(e["Reason"] and isinstance(e["Scores"], dict) for e in events)
 
     code, out, _ = cfs(capsys, "events", "line2")
     assert code == 0
     assert out.splitlines()[0].split() == ["Time", "Epoch", "Primary", "Pending", "Reason"]
-    assert "- -> a" in out and "a -> b" in out
+    assert "- -> a" in out and "a -> -" in out and "- -> b" in out
+
+    answer = cfs_json(capsys, "override", "clear", "line2", "b")
+    assert answer == {"Value": 0, "RoleOverrideExpirationTime": None}
+    shown = cfs_json(capsys, "groups", "show", "line2")
+    assert all(s["RoleOverride"] == 0 for s in shown["Sessions"])
 
 
 def test_events_follow_streams_new_decisions(
