@@ -738,9 +738,7 @@ def test_followers_that_cannot_verify_the_leader_are_not_ready(tmp_path: Path) -
             # Until the first member key has replicated, a follower is unready for that
             # reason; once it has one, the wrong CA is what keeps it out.
             relaying = [
-                i
-                for i, r in readiness.items()
-                if "CERTIFICATE_VERIFY_FAILED" in r.json()["Reason"]
+                i for i, r in readiness.items() if "CERTIFICATE_VERIFY_FAILED" in r.json()["Reason"]
             ]
             return len(ready) == 1 and len(relaying) == 2
 
