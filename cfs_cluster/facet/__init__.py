@@ -9,9 +9,10 @@ Embed it in an adapter's FastAPI app::
 or run it alone with ``cfs facet --port 5590 --data-dir ./facet-data``.
 """
 
+from cfs_cluster.facet.failoverstate import FailoverState
 from cfs_cluster.facet.model import ClientFailoverConfig, parse_config
 from cfs_cluster.facet.router import create_router
-from cfs_cluster.facet.runtime import AgentRuntime, FailoverRuntime, FailoverState
+from cfs_cluster.facet.runtime import AgentRuntime, FailoverRuntime
 from cfs_cluster.facet.service import ClientFailoverFacet
 from cfs_cluster.facet.store import ConfigStore
 

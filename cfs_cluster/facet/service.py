@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from cfs_cluster.errors import BadRequest, Conflict, NotFound
+from cfs_cluster.facet.failoverstate import FailoverState
 from cfs_cluster.facet.healthendpoints import (
     health_json,
     parse_health_endpoint,
@@ -25,7 +26,7 @@ from cfs_cluster.facet.model import (
     single_entry,
     unmask,
 )
-from cfs_cluster.facet.runtime import FailoverRuntime, FailoverState
+from cfs_cluster.facet.runtime import FailoverRuntime
 from cfs_cluster.facet.store import ConfigStore
 
 if TYPE_CHECKING:

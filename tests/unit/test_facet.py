@@ -23,17 +23,16 @@ from fastapi import FastAPI
 from cfs_cluster.errors import BadRequest, CfsError
 from cfs_cluster.facet import ClientFailoverConfig, ClientFailoverFacet, create_router
 from cfs_cluster.facet.app import canonical_path, create_app
-from cfs_cluster.facet.model import MASK, format_timeout, parse_config
-from cfs_cluster.facet.runtime import (
-    Action,
-    AgentRuntime,
+from cfs_cluster.facet.failoverstate import (
     FailoverState,
     Restored,
     format_score,
     format_seed_time,
     format_time,
-    plan,
 )
+from cfs_cluster.facet.model import MASK, format_timeout, parse_config
+from cfs_cluster.facet.plan import Action, plan
+from cfs_cluster.facet.runtime import AgentRuntime
 from cfs_cluster.facet.store import CONFIG_FILE, ConfigStore
 from cfs_cluster.protocol.wire import ClientRole
 
@@ -864,12 +863,12 @@ class TestSavedState:
         ],
     )
     def test_restore_rule(self, saved: dict[str, Any] | None, role: ClientRole) -> None:
-        from cfs_cluster.facet.runtime import restored_from
+        from cfs_cluster.facet.failoverstate import restored_from
 
         assert restored_from(saved).role is role
 
     def test_the_saved_time_is_kept_either_way(self) -> None:
-        from cfs_cluster.facet.runtime import restored_from
+        from cfs_cluster.facet.failoverstate import restored_from
 
         saved = {
             "Role": "Primary",
