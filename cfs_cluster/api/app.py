@@ -22,6 +22,7 @@ from cfs_cluster.api import (
     cluster,
     configuration,
     dashboard,
+    dashboard_files,
     identity,
     observability,
     users,
@@ -82,6 +83,7 @@ def create_app(node: Node) -> ASGIApp:
     app.include_router(clients.router)
     app.include_router(identity.router)
     app.include_router(identity.admin_router)
+    app.include_router(dashboard_files.router)
     app.include_router(dashboard.router)
 
     return FrontDoor(app, node, served_routes(app))

@@ -12,14 +12,9 @@ from fastapi.responses import JSONResponse, Response
 from cfs_cluster import __version__, engine
 from cfs_cluster.api.longpoll import long_poll, wait_seconds
 from cfs_cluster.api.models import (
-    ClientSessionConfiguration,
     GroupConfig,
-    GroupConfiguration,
-    Heartbeat,
     HeartbeatBody,
-    HeartbeatResponse,
     OverrideBody,
-    RoleOverrideConfiguration,
     SessionConfig,
     check_id,
     group_json,
@@ -29,6 +24,13 @@ from cfs_cluster.api.models import (
     status_json,
 )
 from cfs_cluster.api.requests import group_liveness, node_of, request_id
+from cfs_cluster.api.schema import (
+    ClientSessionConfiguration,
+    GroupConfiguration,
+    Heartbeat,
+    HeartbeatResponse,
+    RoleOverrideConfiguration,
+)
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import BadRequest, NotFound
 from cfs_cluster.protocol.bodies import ErrorResponse, load_json

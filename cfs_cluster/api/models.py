@@ -12,8 +12,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from cfs_cluster import engine
 from cfs_cluster.cluster.liveness import GroupLiveness
 from cfs_cluster.errors import BadRequest
@@ -356,51 +354,3 @@ def override_json(value: RoleOverride, expiry: int | None) -> dict[str, Any]:
         "Value": int(value),
         "RoleOverrideExpirationTime": None if expiry is None else format_datetime(expiry),
     }
-
-
-# --------------------------------------------------------------------------- OpenAPI schema
-
-
-class GroupConfiguration(BaseModel):
-    Id: str = Field(max_length=MAX_ID_LENGTH, examples=["FailoverGroup1"])
-    Name: str | None = None
-    Description: str | None = None
-    FailoverTimeout: str = Field(
-        description=".NET TimeSpan [d.]hh:mm:ss[.fffffff], 1 s to 1 day", examples=["00:01:00"]
-    )
-    AdditionalData: dict[str, Any] | None = None
-
-
-class ClientSessionConfiguration(BaseModel):
-    Id: str = Field(max_length=MAX_ID_LENGTH, examples=["host1.OpcUa1"])
-    Name: str | None = None
-    AdditionalData: dict[str, Any] | None = None
-
-
-class Heartbeat(BaseModel):
-    FailoverScore: float = Field(ge=0, le=100, description="Also accepted as legacy FailoverStatus")
-    LastDataProcessedTime: str | None = Field(
-        default=None, examples=["2026-11-23T10:00:00.1234567Z"]
-    )
-    HeartbeatTime: str | None = None
-    HeldRole: ClientRole | None = Field(
-        default=None,
-        description="Extension (our agent): the role the sender acts in as it sends. "
-        "Secondary with HeldEpoch E promises it acts on no grant of epoch <= E, so a hand-over "
-        "need not wait for its old grant to lapse",
-    )
-    HeldEpoch: int | None = Field(default=None, ge=0, description="The epoch HeldRole refers to")
-
-
-class HeartbeatResponse(BaseModel):
-    Role: ClientRole = Field(description="0 Secondary, 1 Primary, 2 PendingPrimary")
-    LastDataProcessedTime: str
-    Epoch: int = Field(description="Grant counter of the group; fences writes of old primaries")
-    ValidFor: str = Field(
-        description="How long a Primary may act on this grant, from when it sent the heartbeat"
-    )
-
-
-class RoleOverrideConfiguration(BaseModel):
-    Value: str = Field(description="Primary (1) or Off (0)", examples=["Primary"])
-    ExpirationPeriod: str | None = Field(default=None, examples=["08:00:00"])
