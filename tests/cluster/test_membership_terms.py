@@ -35,7 +35,9 @@ def _terms(cluster: Cluster, indexes: list[int]) -> dict[str, int | None]:
     return terms
 
 
-def _watch_terms(cluster: Cluster, indexes: list[int], seconds: float) -> list[dict[str, int | None]]:
+def _watch_terms(
+    cluster: Cluster, indexes: list[int], seconds: float
+) -> list[dict[str, int | None]]:
     """Sample every listed node's term for ``seconds`` (the adapters run meanwhile)."""
     samples = []
     deadline = time.monotonic() + seconds
