@@ -10,7 +10,8 @@ of its removal, went on campaigning the same way.
 
 So before it campaigns, a node asks every member it knows whether it *would* get their vote,
 without raising any term. A member says yes only if it is not the leader, has not heard a
-leader within ``raft_min_timeout`` (a working leader is left alone), and the asking node's log
+leader within ``raft_min_timeout - 2 x append_entries_period`` (a working leader is left
+alone), and the asking node's log
 is at least as up to date as its own. Only with a majority of yeses (itself included) does the
 node let pysyncobj campaign. A node outside the configuration never gets one: its messages are
 dropped by the members, and with an empty log (a node being added) or while the leader works
@@ -71,7 +72,12 @@ class PreVotingSyncObj(DurableSyncObj):
         self._pre_yes: set[Any] = set()  # members that said yes in that round
         self._pre_won = False  # that round has a majority: campaign on the next tick
         self._leader_heard_at: float | None = None  # last append_entries we accepted
-        self._stickiness = conf.raftMinTimeout
+        # "Heard a leader recently": a working leader sends every append_entries_period, so
+        # a little under raft_min_timeout still means it works, and a member that heard the
+        # dead leader's last message a few milliseconds after the asker does not say no to
+        # the asker's first round (that would cost a retry and invite a split vote).
+        period = conf.appendEntriesPeriod
+        self._stickiness = max(conf.raftMinTimeout / 2, conf.raftMinTimeout - 2 * period)
         super().__init__(self_node, other_nodes, conf, consumers, storage)
 
     # ----------------------------------------------------------------- asking
