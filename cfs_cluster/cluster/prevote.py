@@ -137,6 +137,7 @@ class PreVotingSyncObj(DurableSyncObj):
             return
         if kind == "append_entries" and _term(message) >= self._SyncObj__raftCurrentTerm:
             self._leader_heard_at = raft_clock()  # pysyncobj accepts it: a working leader
+            self._pre_won = False  # a round won before it is stale: ask again next time
         super()._SyncObj__onMessageReceived(node, message)
 
     def _answer(self, node: Any, message: dict[str, Any]) -> None:
