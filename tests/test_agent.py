@@ -26,7 +26,12 @@ from support.clusterkit import Cluster
 from cfs_cluster.agent import AgentSettings, ClientRole, FailoverAgent, HotBuffer, RoleChange
 from cfs_cluster.agent.grant import Grant, RoleAnswer, next_role, parse_role_answer
 from cfs_cluster.agent.tokens import BearerAuth, TokenProvider, discovery_url
-from cfs_cluster.agent.transport import EndpointPool, EndpointUnavailable, Unreachable
+from cfs_cluster.agent.transport import (
+    EndpointPool,
+    EndpointUnavailable,
+    RateLimited,
+    Unreachable,
+)
 
 API = "/api/v1/clientfailover"
 PRIMARY, SECONDARY, PENDING = ClientRole.Primary, ClientRole.Secondary, ClientRole.PendingPrimary
@@ -143,6 +148,40 @@ def test_agent_reports_what_it_holds_and_never_acts_on_a_dropped_epoch() -> None
         (SECONDARY, 3),
         (PRIMARY, 4),
     ]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "primary_next", "secondary_next"),
+    [(2.0, 0.5, 1.0), (2.5, 1.0, 1.25), (3.0, 1.5, 1.5), (60.0, 30.0, 30.0)],
+)
+def test_a_primary_renews_early_enough_to_ride_out_a_leader_change(
+    timeout: float, primary_next: float, secondary_next: float
+) -> None:
+    """docs/safety.md, 'A leader change costs our Primary no grant': a Primary's next heartbeat
+    leaves LEADER_CHANGE_RESERVE (1.5 s) of its grant, never sooner than T/4; a failed round is
+    retried after 0.2 s while it is Primary (not after a 429), after Retry-After otherwise."""
+    settings = AgentSettings(
+        endpoints=("http://127.0.0.1:9" + API,), group_id="g", failover_timeout=timeout
+    )
+    agent = FailoverAgent(settings)
+    unavailable = EndpointUnavailable("503", status=503, retry_after=1.0)
+
+    async def body() -> tuple[float, float, float, float, float]:
+        secondary = (agent._next_heartbeat(), agent._retry_delay(unavailable))
+        now = asyncio.get_running_loop().time()
+        agent._apply(RoleAnswer(PRIMARY, 0, 1, 0.999 * timeout), now)
+        primary = agent._next_heartbeat()
+        retry = agent._retry_delay(unavailable)
+        limited = agent._retry_delay(RateLimited("429", status=429, retry_after=1.0))
+        agent._cancel_lapse()
+        return (*secondary, primary, retry, limited)
+
+    secondary, secondary_retry, primary, retry, limited = asyncio.run(body())
+    assert secondary == secondary_next
+    assert secondary_retry == min(1.0, timeout / 2)
+    assert primary == pytest.approx(primary_next, abs=0.01)
+    assert retry == 0.2
+    assert limited == min(1.0, timeout / 2)
 
 
 class TestParseRoleAnswer:

@@ -62,6 +62,13 @@ log = logging.getLogger("cfs.agent")
 MAX_CONFIRMATIONS = 10  # AF _pendingPrimaryRetries
 LONG_POLL_BACKOFF = 1.0  # seconds between long-polls that fail
 MIN_RETRY = 0.2  # never retry faster than this, whatever Retry-After says
+# How much of its grant a Primary keeps in hand when it sends a heartbeat: a Raft leader
+# change costs up to ~1.5 s of failed heartbeats on the default settings (an election within
+# raft_max_timeout = 1 s after the leader's last message, the new leader's first entry, the
+# next retry). A Primary renews early enough that a heartbeat failing for that long still
+# finds its grant valid, so a leader kill never makes it drop the role (docs/safety.md).
+LEADER_CHANGE_RESERVE = 1.5
+PRIMARY_RETRY = MIN_RETRY  # a Primary whose grant runs retries this often, not at Retry-After
 
 
 class AgentState(StrEnum):
@@ -419,7 +426,17 @@ class FailoverAgent:
             return delay
         await self._forget_previous()  # the new endpoint knew the session: the same service
         self._recovered()
-        return self._timeout / 2
+        return self._next_heartbeat()
+
+    def _next_heartbeat(self) -> float:
+        """T/2, as the protocol says; a Primary sooner (down to T/4) when that leaves less
+        than ``LEADER_CHANGE_RESERVE`` of its grant at the next heartbeat (small T only:
+        from T = 3 s on, T/2 already does)."""
+        half = self._timeout / 2
+        if self._role != ClientRole.Primary:
+            return half
+        now = asyncio.get_running_loop().time()
+        return min(half, max(half / 2, self._grant.valid_until - LEADER_CHANGE_RESERVE - now))
 
     async def _register_and_beat(self) -> None:
         self._current_score()  # known (and saved) even while the endpoint cannot be reached
@@ -506,6 +523,14 @@ class FailoverAgent:
         return self._applied_mode == "Cold" and not primary
 
     def _retry_delay(self, exc: EndpointError) -> float:
+        delay = self._service_retry_delay(exc)
+        if self._role == ClientRole.Primary and not isinstance(exc, RateLimited):
+            # Its grant runs out on its own clock: keep trying (every node, every 0.2 s)
+            # rather than wait a whole second of Retry-After, so the new leader renews it.
+            return min(delay, PRIMARY_RETRY)
+        return delay
+
+    def _service_retry_delay(self, exc: EndpointError) -> float:
         half = self._timeout / 2
         if isinstance(exc, RateLimited | EndpointUnavailable) and exc.retry_after is not None:
             return min(max(exc.retry_after, MIN_RETRY), half)

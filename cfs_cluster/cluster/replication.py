@@ -30,9 +30,10 @@ from pysyncobj.config import FAIL_REASON
 
 from cfs_cluster import engine
 from cfs_cluster.cluster.lease import LeaderContact, LeaseTracker
+from cfs_cluster.cluster.prevote import PreVotingSyncObj
 from cfs_cluster.errors import Conflict, StorageUnavailable, Unavailable
 from cfs_cluster.settings import RaftSettings
-from cfs_cluster.storage.durable import STORAGE_REFUSED, DurableSyncObj
+from cfs_cluster.storage.durable import STORAGE_REFUSED
 from cfs_cluster.storage.journal import open_storage
 
 __all__ = ["MemberStatus", "Replicator"]
@@ -168,7 +169,7 @@ class Replicator:
             bindAddress=self._self_address,
             onStateChanged=self._state_changed,
         )
-        self._obj = DurableSyncObj(
+        self._obj = PreVotingSyncObj(
             self._self_address, list(self._peers), conf, [self._store], self._storage
         )
         self._observe_messages(self._obj)

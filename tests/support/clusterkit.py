@@ -171,10 +171,23 @@ class Cluster:
         self._extra_args = list(extra_args or [])
         self._env = env
 
-    def spawn(self) -> int:
+    def spawn(self, dials_out: bool = False) -> int:
         """Start one more node whose --peers name every current node (it joins as a voter
-        only when added through the membership API); returns its index."""
+        only when added through the membership API); returns its index.
+
+        ``dials_out``: give it a Raft address above every member's. pysyncobj connects from
+        the higher address to the lower, so such a node opens the connections itself and,
+        before it is a member, sees them accepted and dropped (the case that let a
+        not-yet-added node campaign, issue 13 item 7); otherwise which side dials is chance.
+        """
         api_port, raft_port = free_ports(2)
+        highest = max(n.raft_port for n in self.nodes)  # 5-digit ports: text order is numeric
+        for _ in range(1000):
+            if not dials_out or raft_port > highest:
+                break
+            api_port, raft_port = free_ports(2)
+        else:
+            raise RuntimeError(f"no free Raft port above {highest}")
         name = f"n{len(self.nodes) + 1}"
         node = NodeProcess(
             node_id=name,

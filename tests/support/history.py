@@ -567,3 +567,27 @@ def _eventually_found(client: httpx.Client, url: str, timeout: float) -> bool:
 def fleet(urls: list[str], history: History, timeout: float = 1.0) -> Iterator[Fleet]:
     with Fleet(urls, history, timeout) as running:
         yield running
+
+
+def ungranted_seconds(records: Iterable[Record], key: Key, since: float, until: float) -> float:
+    """Seconds within [since, until] in which the session held no grant it had received: the
+    complement of its Primary answers' [receive, send + ValidFor) (cut short by a later
+    non-Primary answer it received), which is when our agent acts as Primary. P2 from the
+    adapter's side: a leader change must not leave a primary without a valid grant."""
+    mine = [r for r in records if r.key == key]
+    seen = sorted((r for r in mine if r.ok), key=lambda r: r.received)
+    held = sorted(
+        (
+            _grant(key[1], r, r.received, r.valid_for, seen)
+            for r in seen
+            if r.role == PRIMARY and r.valid_for
+        ),
+        key=lambda g: g.start,
+    )
+    covered, reach = 0.0, since
+    for grant in held:
+        start, end = max(grant.start, reach), min(grant.end, until)
+        if end > start:
+            covered += end - start
+            reach = end
+    return (until - since) - covered
