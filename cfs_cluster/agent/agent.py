@@ -31,21 +31,19 @@ import datetime as dt
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from enum import StrEnum
 
 import httpx
 
 from cfs_cluster.agent.grant import Grant, RoleAnswer, RoleChange, next_role
 from cfs_cluster.agent.service import FailoverService, make_client
 from cfs_cluster.agent.settings import AgentSettings, default_session_id
+from cfs_cluster.agent.status import AgentState, EndpointHealth, EndpointStatus, endpoint_status
 from cfs_cluster.agent.transport import (
     EndpointError,
     EndpointNotFound,
     EndpointPool,
     EndpointUnavailable,
     RateLimited,
-    Unreachable,
 )
 from cfs_cluster.protocol.wire import (
     TICKS_PER_SECOND,
@@ -55,7 +53,7 @@ from cfs_cluster.protocol.wire import (
     unix_from_ticks,
 )
 
-__all__ = ["AgentState", "EndpointHealth", "EndpointStatus", "FailoverAgent"]
+__all__ = ["FailoverAgent"]
 
 log = logging.getLogger("cfs.agent")
 
@@ -69,53 +67,6 @@ MIN_RETRY = 0.2  # never retry faster than this, whatever Retry-After says
 # finds its grant valid, so a leader kill never makes it drop the role (docs/safety.md).
 LEADER_CHANGE_RESERVE = 1.5
 PRIMARY_RETRY = MIN_RETRY  # a Primary whose grant runs retries this often, not at Retry-After
-
-
-class AgentState(StrEnum):
-    """Where the agent is: as the adapter framework reports it (a StrEnum, so it reads as text)."""
-
-    Stopped = "Stopped"
-    Starting = "Starting"
-    Running = "Running"
-    Error = "Error"  # the last round failed; retried after the delay the failure asks for
-
-
-class EndpointStatus(StrEnum):
-    """What the failover endpoint last did with this agent's requests (FailoverState, health)."""
-
-    NotConnected = "NotConnected"  # nothing answered yet
-    Connected = "Connected"  # the last heartbeat was answered
-    Unreachable = "Unreachable"  # no connection (refused, reset, timed out)
-    CredentialsRefused = "CredentialsRefused"  # 401 or 403
-    GroupNotFound = "GroupNotFound"  # 404 although the agent has just registered
-    Unavailable = "Unavailable"  # 503: no leader yet
-    RateLimited = "RateLimited"  # 429
-    Refused = "Refused"  # any other refusal (400, 409, 5xx, an unreadable answer)
-
-
-@dataclass(frozen=True)
-class EndpointHealth:
-    """The endpoint's state, the last error (with its UTC time) and when the next round is due."""
-
-    status: EndpointStatus = EndpointStatus.NotConnected
-    last_error: str | None = None
-    last_error_time: dt.datetime | None = None
-    next_attempt_time: dt.datetime | None = None
-
-
-def endpoint_status(exc: EndpointError) -> EndpointStatus:
-    """The status a failed round leaves the endpoint in."""
-    if isinstance(exc, Unreachable):
-        return EndpointStatus.Unreachable
-    if isinstance(exc, EndpointUnavailable):
-        return EndpointStatus.Unavailable
-    if isinstance(exc, RateLimited):
-        return EndpointStatus.RateLimited
-    if isinstance(exc, EndpointNotFound):
-        return EndpointStatus.GroupNotFound
-    if exc.status in (401, 403):
-        return EndpointStatus.CredentialsRefused
-    return EndpointStatus.Refused
 
 
 RoleCallback = Callable[[RoleChange], Awaitable[None] | None]

@@ -43,8 +43,8 @@ from cfs_cluster.protocol.wire import ClientRole
 
 if TYPE_CHECKING:
     from cfs_cluster.agent import AgentSettings, RoleChange
-    from cfs_cluster.agent.agent import EndpointHealth
     from cfs_cluster.agent.health import DeviceStatus, FailoverHealth
+    from cfs_cluster.agent.status import EndpointHealth
     from cfs_cluster.facet.store import ConfigStore
 
 __all__ = ["AgentRuntime", "FailoverRuntime", "RunningAgent", "agent_settings"]
@@ -337,8 +337,8 @@ class AgentRuntime:
 
 def _device_status(agent: RunningAgent | None) -> DeviceStatus:
     """The failover component's DeviceStatus (spec §5.9) for the agent's endpoint status."""
-    from cfs_cluster.agent.agent import EndpointStatus
     from cfs_cluster.agent.health import DeviceStatus
+    from cfs_cluster.agent.status import EndpointStatus
 
     if agent is None:
         return DeviceStatus.NotConfigured

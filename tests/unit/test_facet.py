@@ -754,7 +754,7 @@ class FakeAgent:
         self.last_data_processed = restored.last_data_processed
         self.failover_score = 0.0
         self.mode = self.applied_mode = config.behaviour
-        from cfs_cluster.agent.agent import EndpointHealth
+        from cfs_cluster.agent.status import EndpointHealth
 
         self.endpoint_health = EndpointHealth()
 
@@ -1016,7 +1016,7 @@ class TestHealthEndpoints:
 
 
 def test_endpoint_status_names_each_failure() -> None:
-    from cfs_cluster.agent.agent import EndpointStatus, endpoint_status
+    from cfs_cluster.agent.status import EndpointStatus, endpoint_status
     from cfs_cluster.agent.transport import (
         EndpointNotFound,
         EndpointUnavailable,
