@@ -23,7 +23,7 @@ from cfs_cluster import engine
 from cfs_cluster.cluster.replication import Replicator
 from cfs_cluster.errors import CfsError, NotFound, Unavailable
 from cfs_cluster.protocol.heartbeat import HeartbeatAnswer, HeartbeatReport
-from cfs_cluster.protocol.wire import TICKS_PER_SECOND, ClientRole, ticks_from_unix
+from cfs_cluster.protocol.wire import TICKS_PER_SECOND, ClientRole, RoleOverride, ticks_from_unix
 from cfs_cluster.settings import FailoverSettings, RaftSettings
 
 __all__ = ["Coordinator", "GroupLiveness", "HeartbeatAnswer", "HeartbeatReport"]
@@ -33,6 +33,17 @@ log = logging.getLogger("cfs.failover")
 Key = tuple[str, str]
 MAX_DECISION_ROUNDS = 4
 UNKNOWN_PRIMARY_SCORE = 100.0  # the highest FailoverScore: ties keep the incumbent
+
+
+@dataclass
+class _Steady:
+    """A group whose last full evaluation decided nothing, in a shape where only a heartbeat
+    that changes something, or time, can make a decision due (``Coordinator._is_steady``)."""
+
+    group: engine.Group  # the object evaluated: a group deleted and created again is another
+    version: int
+    live: tuple[str, ...]  # the sessions live at that evaluation
+    until: float  # this clock: the first instant one of them could turn stale
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,7 @@ class Coordinator:
         self._dirty_records: set[Key] = set()
         self._group_times: dict[str, int] = {}
         self._dirty_groups: set[str] = set()
+        self._steady: dict[str, _Steady] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
@@ -178,6 +190,7 @@ class Coordinator:
         self._dirty_records.clear()
         self._group_times.clear()
         self._dirty_groups.clear()
+        self._steady.clear()
         self._deadlines.clear()
         self._scheduled.clear()
 
@@ -233,12 +246,19 @@ class Coordinator:
             )
         now = self._clock()
         key = (report.group_id, report.session_id)
-        self._heard[key] = max(now, self._heard.get(key, now))
+        heard_before = self._heard.get(key)
+        # Nothing a decision depends on changes when a live session reports the same score.
+        unchanged = (
+            heard_before is not None
+            and now - heard_before <= group.timeout_seconds
+            and self._scores.get(key) == report.score
+        )
+        self._heard[key] = now if heard_before is None else max(now, heard_before)
         self._record(key, report)
         self._note_held(key, report)
         if report.group_id not in self._scheduled:
             self._schedule(report.group_id, now + group.timeout_seconds)
-        group = await self._decide(report.group_id, report.session_id)
+        group = await self._decide(report.group_id, report.session_id, unchanged)
         self._require_sure(group)
         return self._answer(group, report)
 
@@ -346,22 +366,31 @@ class Coordinator:
             term=self._term,
         )
 
-    async def _decide(self, group_id: str, heartbeat_from: str | None) -> engine.Group:
-        """Commit whatever decisions the group needs now; return the group afterwards."""
+    async def _decide(
+        self, group_id: str, heartbeat_from: str | None, unchanged: bool = False
+    ) -> engine.Group:
+        """Commit whatever decisions the group needs now; return the group afterwards.
+
+        ``unchanged``: the heartbeat of ``heartbeat_from`` that led here changed nothing a
+        decision depends on (a live session, the same score)."""
         group = self._group(group_id)
         was_pending = heartbeat_from is not None and group.pending == heartbeat_from
         lock = self._locks.setdefault(group_id, asyncio.Lock())
         # The hot path: nothing to change, nothing to replicate. Never while a decision is in
         # flight: that decision may release the very grant this answer would renew.
-        if not lock.locked() and (
-            engine.evaluate(group, self._view(group, heartbeat_from, was_pending)) is None
-        ):
-            return group
+        if not lock.locked():
+            if unchanged and self._is_steady(group, heartbeat_from):
+                return group
+            if engine.evaluate(group, self._view(group, heartbeat_from, was_pending)) is None:
+                self._note_steady(group)
+                return group
+        self._steady.pop(group_id, None)
         async with lock:
             for _ in range(MAX_DECISION_ROUNDS):
                 group = self._group(group_id)
                 decision = engine.evaluate(group, self._view(group, heartbeat_from, was_pending))
                 if decision is None:
+                    self._note_steady(group)
                     break
                 if not self.can_decide():
                     raise Unavailable("Lost leadership while deciding.", retry_after=0.5)
@@ -374,6 +403,61 @@ class Coordinator:
                 if result.code == engine.Code.OK:
                     _log_decision(before, decision)
         return self._group(group_id)
+
+    def _is_steady(self, group: engine.Group, sender: str | None) -> bool:
+        """True when ``evaluate`` would decide nothing for this heartbeat, without running it.
+
+        The last full evaluation of this group, at this version, decided nothing while it had a
+        live primary and no candidate, releasing session or override (``_note_steady``). What
+        ``evaluate`` reads has not changed since in any way that counts: the sender was live and
+        reports its old score (the caller's ``unchanged``); any other session's new score or
+        return to life came with its own heartbeat, which ran the full evaluation; grant ages
+        matter only when the role must move; no live session can have turned stale before
+        ``until``. The sender's acknowledgement matters only when it is the primary (a regrant).
+        """
+        steady = self._steady.get(group.id)
+        if steady is None or steady.group is not group or steady.version != group.version:
+            return False
+        if self._clock() >= steady.until and not self._still_live(group, steady):
+            return False
+        if sender is not None and sender == group.primary:
+            return self._acks.get((group.id, sender), -1) < group.epoch
+        return True
+
+    def _still_live(self, group: engine.Group, steady: _Steady) -> bool:
+        """Whether every session live at the evaluation still is (heartbeats since moved
+        ``until`` on); if so, ``until`` is moved to the new first instant one could turn stale."""
+        now, timeout = self._clock(), group.timeout_seconds
+        until = None
+        for sid in steady.live:
+            heard = self._heard.get((group.id, sid))
+            if heard is None or now - heard > timeout:
+                return False
+            until = heard + timeout if until is None else min(until, heard + timeout)
+        if until is None:
+            return False
+        steady.until = until
+        return True
+
+    def _note_steady(self, group: engine.Group) -> None:
+        """Remember that the full evaluation of ``group`` just decided nothing, when the group is
+        in the steady shape ``_is_steady`` relies on; forget it otherwise."""
+        self._steady.pop(group.id, None)
+        if group.primary is None or group.pending is not None or group.releasing is not None:
+            return
+        now, timeout = self._clock(), group.timeout_seconds
+        live = []
+        for sid, session in group.sessions.items():
+            if session.override != RoleOverride.Off:
+                return
+            heard = self._heard.get((group.id, sid))
+            if heard is not None and now - heard <= timeout:
+                live.append(sid)
+            elif sid == group.primary:
+                return  # a stale primary: its grant lapsing is a decision due in time
+        steady = _Steady(group, group.version, tuple(live), now)
+        if self._still_live(group, steady):
+            self._steady[group.id] = steady
 
     def _group(self, group_id: str) -> engine.Group:
         group = self._replicator.state.groups.get(group_id)
