@@ -64,6 +64,18 @@ def _cluster(base: Path, code: Path | None, password: str, dev: bool) -> systems
     return cluster
 
 
+def _gc_metrics(cluster: systems.CfsCluster, index: int) -> dict[str, float]:
+    """The node's garbage-collector pauses (ops/gcpolicy.py; absent on older trees)."""
+    text = cluster.client.get(cluster.nodes[index].url + "/metrics").text
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("cfs_gc_") and not line.startswith("cfs_gc_collections_created"):
+            name, _, value = line.rpartition(" ")
+            if "_created" not in name:
+                found[name.replace("cfs_gc_", "")] = round(float(value), 3)
+    return found
+
+
 def _profile(pids: list[int], seconds: float, out: Path) -> list[subprocess.Popen[bytes]]:
     spy = str(Path(sys.executable).parent / "py-spy")
     procs = []
@@ -114,6 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 spy.wait(timeout=args.duration + 60)
             assert isinstance(result, httpload.RateResult)
             summary = result.summary()
+            gc_stats = [_gc_metrics(cluster, i) for i in range(3)]
             leader_after = cluster.leader_index()
             if args.profile:
                 for i, node in enumerate(cluster.nodes):
@@ -130,6 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "leader_after": leader_after,
                 "cpu_cores": [round(c, 3) for c in cpu],
                 "statuses": result.statuses,
+                "gc": gc_stats,
                 **summary,
             }
 
