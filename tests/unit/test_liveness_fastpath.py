@@ -230,3 +230,120 @@ def test_random_schedules_never_skip_a_decision(seed: int) -> None:
         assert coordinator.fast > 0
 
     asyncio.run(scenario())
+
+
+def _checkpoints(replicator: FakeReplicator) -> list[engine.SaveCheckpoint]:
+    return [c for c in replicator.submitted if isinstance(c, engine.SaveCheckpoint)]
+
+
+def _saved(replicator: FakeReplicator) -> list[tuple[str, str]]:
+    last = _checkpoints(replicator)[-1]
+    return sorted((g, s) for g, s, _ in last.heartbeats)
+
+
+def test_checkpoints_carry_only_changed_facts_and_a_refresh_per_timeout() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        coordinator, replicator = await _leader(clock)
+        _setup(replicator, 2, 2)
+        for g in ("g0", "g1"):
+            for _ in range(2):
+                await coordinator.heartbeat(_report(g, "s0", 100))
+            await coordinator.heartbeat(_report(g, "s1", 50))
+        await coordinator._flush_checkpoint()
+        assert len(_saved(replicator)) == 4  # never checkpointed: all of them
+        count = len(_checkpoints(replicator))
+        clock.t += T / 2 - 0.5
+        for g in ("g0", "g1"):
+            await coordinator.heartbeat(_report(g, "s0", 100))
+            await coordinator.heartbeat(_report(g, "s1", 50))
+        await coordinator._flush_checkpoint()
+        assert len(_checkpoints(replicator)) == count  # liveness only: nothing to replicate
+        await coordinator.heartbeat(_report("g1", "s1", 60))
+        await coordinator._flush_checkpoint()
+        assert _saved(replicator) == [("g1", "s1")]  # the changed score, alone
+        clock.t += T / 2 + 0.5  # a FailoverTimeout after the first checkpoint
+        for g in ("g0", "g1"):
+            await coordinator.heartbeat(_report(g, "s0", 100))
+            await coordinator.heartbeat(_report(g, "s1", 50 if g == "g0" else 60))
+        await coordinator._flush_checkpoint()
+        assert _saved(replicator) == [("g0", "s0"), ("g0", "s1"), ("g1", "s0")]
+
+    asyncio.run(scenario())
+
+
+def test_a_checkpoint_is_bounded_and_the_rest_follows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("cfs_cluster.cluster.liveness.MAX_CHECKPOINT_RECORDS", 3)
+
+    async def scenario() -> None:
+        clock = Clock()
+        coordinator, replicator = await _leader(clock)
+        _setup(replicator, 2, 2)
+        for g in ("g0", "g1"):
+            for s in ("s0", "s1"):
+                await coordinator.heartbeat(_report(g, s, 50))
+        await coordinator._flush_checkpoint()
+        await coordinator._flush_checkpoint()
+        first, second = _checkpoints(replicator)[-2:]
+        assert len(first.heartbeats) == 3 and len(second.heartbeats) == 1
+        saved = {(g, s) for c in (first, second) for g, s, _ in c.heartbeats}
+        assert len(saved) == 4
+
+    asyncio.run(scenario())
+
+
+def test_a_new_leader_seeded_from_delta_checkpoints_keeps_every_role() -> None:
+    """P2 across a leader change: the checkpoints a new leader starts from carry refreshes only
+    once per FailoverTimeout; every live session still counts as heard, and no role moves."""
+
+    async def scenario() -> None:
+        clock = Clock()
+        old, replicator = await _leader(clock)
+        groups = 4
+        _setup(replicator, groups, 2)
+        names = [f"g{g}" for g in range(groups)]
+        for g in names:
+            for _ in range(2):
+                await old.heartbeat(_report(g, "s0", 100))
+        # Steady state for a while: heartbeats every T/2, a checkpoint every 2 s.
+        for step in range(4 * T):
+            clock.t += 0.5
+            g = names[step % groups]
+            await old.heartbeat(_report(g, "s0", 100))
+            await old.heartbeat(_report(g, "s1", 50))
+            if step % 4 == 3:
+                await old._flush_checkpoint()
+        roles = {
+            g: (replicator.state.groups[g].primary, replicator.state.groups[g].epoch) for g in names
+        }
+        # The old leader is killed: no last checkpoint. A new leader of term 2 opens its term.
+        replicator._term = 2
+        new = Oracle(
+            replicator,  # type: ignore[arg-type]
+            FailoverSettings(),
+            RaftSettings(),
+            request_timeout=1.0,
+            clock=clock.mono,
+            wall=clock.wall,
+        )
+        clock.t += 1.5  # the election
+        new._raft_state_changed("leader")
+        assert new._opening is not None
+        await new._opening
+        assert all((g, s) in new._heard for g in names for s in ("s0", "s1"))
+        decided = len([c for c in replicator.submitted if isinstance(c, engine.Decide)])
+        for step in range(4 * T):
+            clock.t += 0.5
+            g = names[step % groups]
+            answers = [
+                await new.heartbeat(_report(g, s, 100 if s == "s0" else 50)) for s in ("s0", "s1")
+            ]
+            assert [a.role for a in answers] == [ClientRole.Primary, ClientRole.Secondary]
+            await new._sweep_group(g)
+        after = {
+            g: (replicator.state.groups[g].primary, replicator.state.groups[g].epoch) for g in names
+        }
+        assert after == roles
+        assert len([c for c in replicator.submitted if isinstance(c, engine.Decide)]) == decided
+
+    asyncio.run(scenario())
