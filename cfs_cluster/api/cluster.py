@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -18,7 +18,7 @@ from cfs_cluster.cluster.node import Node
 from cfs_cluster.cluster.relay import MAX_BATCH, encode_answer, relayed_term_is_current
 from cfs_cluster.errors import BadRequest, CfsError, Unavailable
 from cfs_cluster.protocol.bodies import load_json
-from cfs_cluster.protocol.heartbeat import PING_PATH, READ_PATH, RELAY_PATH
+from cfs_cluster.protocol.heartbeat import PING_PATH, READ_PATH, RELAY_PATH, HeartbeatAnswer
 
 __all__ = ["internal_router", "router"]
 
@@ -245,22 +245,49 @@ async def member_read(request: Request) -> Response:
 
 @internal_router.post(RELAY_PATH)
 async def relay(request: Request) -> Response:
-    """Heartbeats relayed by a follower, answered one by one in the same order."""
-    node = node_of(request)
-    term, items = relayed_batch(load_json(await request.body()))
+    """Heartbeats relayed by a follower, answered one by one in the same order (the front door
+    answers this route itself, ``answer_relay``; this route documents it and serves callers
+    that reach the app another way)."""
+    return JSONResponse(await answer_relay(node_of(request), await request.body()))
+
+
+async def answer_relay(node: Node, body: bytes) -> list[dict[str, Any]]:
+    """The answers to a relayed batch, in its order. Items the steady-state fast path answers
+    at once cost no task (``Node.answer_relayed_now``); the others are awaited together."""
+    term, items = relayed_batch(load_json(body))
     if len(items) > MAX_BATCH:
         raise BadRequest(f"A relayed batch is a list of at most {MAX_BATCH} heartbeats.")
     if not node.coordinator.can_decide():
         raise Unavailable("This node is not the leader with a current majority.", retry_after=0.5)
     if not relayed_term_is_current(term, node.replicator.term()):
         raise Unavailable("This node leads an older term than the relaying node.", retry_after=0.5)
-    results = await asyncio.gather(*(_one(node, item) for item in items))
-    return JSONResponse(results)
+    results: list[dict[str, Any]] = []
+    waiting: list[tuple[int, Coroutine[Any, Any, HeartbeatAnswer]]] = []
+    for item in items:
+        try:
+            outcome = node.answer_relayed_now(relayed_report(item))
+        except CfsError as exc:
+            results.append(_refused(exc))
+            continue
+        if isinstance(outcome, HeartbeatAnswer):
+            results.append({"ok": encode_answer(outcome)})
+        else:
+            waiting.append((len(results), outcome))
+            results.append({})
+    if waiting:
+        answers = await asyncio.gather(*(_settle(c) for _, c in waiting))
+        for (index, _), answer in zip(waiting, answers, strict=True):
+            results[index] = answer
+    return results
 
 
-async def _one(node: Node, item: Any) -> dict[str, Any]:
+async def _settle(pending: Coroutine[Any, Any, HeartbeatAnswer]) -> dict[str, Any]:
     try:
-        answer = await node.answer_relayed(relayed_report(item))
+        answer = await pending
     except CfsError as exc:
-        return {"status": exc.status, "reason": exc.reason, "retry_after": exc.retry_after}
+        return _refused(exc)
     return {"ok": encode_answer(answer)}
+
+
+def _refused(exc: CfsError) -> dict[str, Any]:
+    return {"status": exc.status, "reason": exc.reason, "retry_after": exc.retry_after}

@@ -14,18 +14,20 @@
   ``?stale=true``; the view they may answer from travels in the request state
   (``api.requests.READ_VIEW``).
 - Heartbeats take a lean path: the same route match and role check, one JSON parse, one call
-  into the node. FastAPI's routing and validation would cost ~4x on this tiny request
+  into the node. So do the batches of heartbeats followers relay (after the member signature). FastAPI's routing and validation would cost ~4x on this tiny request
   (design.md); the FastAPI route of the same path still exists, so OpenAPI documents it.
 - Bodies larger than the limit are refused with 413 before they are read in full.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cfs_cluster.api.cluster import answer_relay
 from cfs_cluster.api.errors import error_response_parts
 from cfs_cluster.api.models import HeartbeatBody, check_id, heartbeat_payload
 from cfs_cluster.api.requests import CALLER, FROM_MEMBER, READ_VIEW, SENT_PATH
@@ -35,7 +37,7 @@ from cfs_cluster.cluster.reads import ReadView, parse_stale
 from cfs_cluster.engine import User
 from cfs_cluster.errors import CfsError, MethodNotAllowed, NotFound, PayloadTooLarge
 from cfs_cluster.protocol.bodies import load_json
-from cfs_cluster.protocol.heartbeat import HeartbeatReport
+from cfs_cluster.protocol.heartbeat import RELAY_PATH, HeartbeatReport
 from cfs_cluster.security.auth import refusal_headers
 from cfs_cluster.security.memberauth import MEMBER_HEADER, Caller
 from cfs_cluster.security.roles import MEMBERS, required_role
@@ -74,6 +76,7 @@ class FrontDoor:
         self.node = node
         self.routes = routes
         self._heartbeat_route = routes.route(HEARTBEAT)
+        self._relay_route = routes.route(RELAY_PATH)
         self.max_body = node.settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -148,8 +151,14 @@ class FrontDoor:
             }
             if _reads_state(method, template):
                 state[READ_VIEW] = await self._read_view(match, scope.get("query_string", b""))
+            relayed = None
+            if match.route is self._relay_route and method == "POST":
+                relayed = await answer_relay(self.node, body)
         except CfsError as exc:
             await _send_error(send, exc, refusal_headers(exc))
+            return
+        if relayed is not None:  # the lean path of relayed heartbeats: no FastAPI
+            await _send_json(send, json.dumps(relayed, separators=(",", ":")).encode())
             return
         scope = dict(scope, path=match.path, raw_path=match.raw_path, state=state)
         await self.app(scope, _replayed(body, receive), send)
@@ -183,11 +192,14 @@ class FrontDoor:
         except CfsError as exc:
             await _send_error(send, exc)
             return
-        payload = heartbeat_payload(answer)
-        # With a content-length the server frames the answer as is, instead of chunking it.
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await _send_json(send, heartbeat_payload(answer))
+
+
+async def _send_json(send: Send, payload: bytes) -> None:
+    # With a content-length the server frames the answer as is, instead of chunking it.
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _reads_state(method: str, template: str) -> bool:

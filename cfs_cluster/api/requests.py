@@ -73,9 +73,11 @@ def from_member(request: Request) -> bool:
     return isinstance(_state(request).get(FROM_MEMBER), MemberRequest)
 
 
-def require_member(request: Request) -> None:
+async def require_member(request: Request) -> None:
     """Dependency of every internal route: answered for members only (the front door already
-    refuses unsigned requests to the internal prefix; this holds for any path that routes here)."""
+    refuses unsigned requests to the internal prefix; this holds for any path that routes here).
+    Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop
+    on every relayed heartbeat batch."""
     if not from_member(request):
         raise MemberAuthFailed("This endpoint answers cluster members only.")
 

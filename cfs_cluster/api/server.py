@@ -17,7 +17,6 @@ sends nothing at all within that time after connecting.
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import threading
 from pathlib import Path
@@ -31,6 +30,7 @@ from cfs_cluster.api.app import create_app
 from cfs_cluster.api.errors import error_response_parts
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.errors import HeadersTooLarge
+from cfs_cluster.ops import gcpolicy
 
 __all__ = ["DrainingServer", "GuardedHttpProtocol", "run"]
 
@@ -161,23 +161,6 @@ class DrainingServer(uvicorn.Server):
         timer.start()
 
 
-# Python's cyclic GC stops the whole process while it scans every tracked object. On the bench
-# machine a full (generation 2) pass over a node's ~115k tracked objects took 40-90 ms and ran
-# more than once a second under heartbeat load: with 2,000 groups and 4,000 heartbeats/s at the
-# leader, p99 was ~100 ms with the default GC and 33 ms with none. Most tracked objects
-# (modules, functions, types, the app) live as long as the process: freeze them out of every
-# scan, and let every generation run less often. Measured the same way: p99 42-81 ms, p90
-# 8-17 ms (default: p90 ~50 ms). Garbage without cycles is still freed at once by reference
-# counting; cycles wait a little longer.
-GC_THRESHOLDS = (10_000, 10, 10)
-
-
-def _tune_garbage_collector() -> None:
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def run(node: Node, tls: tuple[Path, Path] | None) -> None:
     settings = node.settings
     config = uvicorn.Config(
@@ -202,5 +185,6 @@ def run(node: Node, tls: tuple[Path, Path] | None) -> None:
     )
     if tls is not None:
         config.ssl_certfile, config.ssl_keyfile = str(tls[0]), str(tls[1])
-    _tune_garbage_collector()
+    gcpolicy.tune()
+    gcpolicy.start()
     DrainingServer(config, node, settings.drain_seconds).run()

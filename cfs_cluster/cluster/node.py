@@ -337,6 +337,14 @@ class Node:
         self._limit(report)
         return await self.coordinator.heartbeat(report)
 
+    def answer_relayed_now(
+        self, report: HeartbeatReport
+    ) -> HeartbeatAnswer | Coroutine[Any, Any, HeartbeatAnswer]:
+        """``answer_relayed`` without a coroutine when the answer is there at once
+        (``Coordinator.heartbeat_now``)."""
+        self._limit(report)
+        return self.coordinator.heartbeat_now(report)
+
     def _limit(self, report: HeartbeatReport) -> None:
         if self.heartbeat_limiter.enabled:
             group = self.replicator.state.groups.get(report.group_id)

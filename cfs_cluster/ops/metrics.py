@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from cfs_cluster import engine
+from cfs_cluster.ops.gcpolicy import PAUSES
 from cfs_cluster.protocol.wire import RoleOverride, unix_from_ticks
 
 __all__ = ["AUTH_FAILURE_REASONS", "CONTENT_TYPE", "Metrics", "MetricsSource", "reason_category"]
@@ -153,6 +154,7 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._raft()
         yield from self._groups()
+        yield from _garbage_collector()
 
     def _raft(self) -> Iterator[Metric]:
         status = self._source.raft_status()
@@ -220,3 +222,23 @@ def _override_active(session: engine.Session, now: float) -> bool:
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=float(value))
+
+
+def _garbage_collector() -> Iterator[Metric]:
+    """Python's cyclic collector stops the whole node while it runs (ops/gcpolicy.py)."""
+    collections = CounterMetricFamily(
+        "cfs_gc_collections", "Cyclic garbage collections, by generation.", labels=["generation"]
+    )
+    seconds = CounterMetricFamily(
+        "cfs_gc_pause_seconds", "Seconds the node stood still in the cyclic garbage collector, "
+        "by generation.", labels=["generation"],
+    )  # fmt: skip
+    for generation in range(3):
+        collections.add_metric([str(generation)], PAUSES.counts[generation])
+        seconds.add_metric([str(generation)], PAUSES.seconds[generation])
+    yield collections
+    yield seconds
+    yield _gauge(
+        "cfs_gc_longest_pause_seconds", "The longest cyclic garbage collection so far.",
+        PAUSES.longest,
+    )  # fmt: skip
