@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import time
 import uuid
@@ -21,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cfs_cluster import engine
+from cfs_cluster.cluster.checkpoint import CheckpointBuffer, Key
 from cfs_cluster.cluster.replication import Replicator
+from cfs_cluster.cluster.schedule import SweepSchedule
 from cfs_cluster.errors import CfsError, NotFound, Unavailable
 from cfs_cluster.protocol.heartbeat import HeartbeatAnswer, HeartbeatReport
 from cfs_cluster.protocol.wire import TICKS_PER_SECOND, ClientRole, RoleOverride, ticks_from_unix
@@ -31,12 +32,7 @@ __all__ = ["Coordinator", "GroupLiveness", "HeartbeatAnswer", "HeartbeatReport"]
 
 log = logging.getLogger("cfs.failover")
 
-Key = tuple[str, str]
 MAX_DECISION_ROUNDS = 4
-# Records in one SaveCheckpoint at most: its pickling, encryption and apply stop every node for
-# a moment (~7 ms per 1,000 records here), and the refreshes of 20,000 live sessions at
-# T = 15 s need ~2,700 per 2 s checkpoint.
-MAX_CHECKPOINT_RECORDS = 4_000
 UNKNOWN_PRIMARY_SCORE = 100.0  # the highest FailoverScore: ties keep the incumbent
 
 
@@ -93,14 +89,10 @@ class Coordinator:
         self._unsure: dict[str, int] = {}
         self._term = 0  # the term this node leads in, once its OpenTerm is applied
         self._scores: dict[Key, float] = {}
-        self._records: dict[Key, engine.HeartbeatRecord] = {}
-        self._dirty_records: set[Key] = set()
-        self._group_times: dict[str, int] = {}
-        self._dirty_groups: set[str] = set()
+        self._checkpoint = CheckpointBuffer()
         self._steady: dict[str, _Steady] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._deadlines: list[tuple[float, str]] = []
-        self._scheduled: dict[str, float] = {}
+        self._sweeps = SweepSchedule()
         self._watchers: dict[str, asyncio.Event] = {}
         self._listeners: list[Callable[[str], None]] = []
         self._raft_leader = False  # pysyncobj says this node leads
@@ -191,27 +183,23 @@ class Coordinator:
         self._acks.clear()
         self._unsure.clear()
         self._scores.clear()
-        self._records.clear()
-        self._dirty_records.clear()
-        self._group_times.clear()
-        self._dirty_groups.clear()
+        self._checkpoint.clear()
         self._steady.clear()
-        self._deadlines.clear()
-        self._scheduled.clear()
+        self._sweeps.clear()
 
     def _seed_from_checkpoint(self) -> None:
         now, wall_now = self._clock(), ticks_from_unix(self._wall())
         grace_until = now + self.new_leader_grace
         with self._replicator.read() as state:
             for group in state.groups.values():
-                self._group_times[group.id] = group.last_data_processed
+                self._checkpoint.seed_group_time(group.id, group.last_data_processed)
                 # An earlier leader may have answered these Primary until it stepped down
                 # (within new_leader_grace): count that answer as given when the grace ends.
                 for holder in (group.primary, group.releasing):
                     if holder is not None:
                         self._granted_at(group.id, holder, grace_until)
                 # A live session's checkpointed record is refreshed once per FailoverTimeout
-                # (_checkpoint_due), so it may be that much older than its last heartbeat.
+                # (checkpoint.checkpoint_due), so it may be that much older than its last heartbeat.
                 horizon = 2 * group.timeout + round(
                     (self._failover.checkpoint_interval + self.new_leader_grace) * TICKS_PER_SECOND
                 )
@@ -227,7 +215,7 @@ class Coordinator:
                             self._heard[key] = grace_until
                         continue
                     self._scores[key] = record.score
-                    self._records[key] = record
+                    self._checkpoint.seed(key, record)
                     recent = wall_now - record.received_at <= horizon
                     if recent or session.id == group.primary:
                         self._heard[key] = grace_until
@@ -274,7 +262,7 @@ class Coordinator:
         self._heard[key] = now if heard_before is None else max(now, heard_before)
         self._record(key, report, group)
         self._note_held(key, report)
-        if report.group_id not in self._scheduled:
+        if report.group_id not in self._sweeps:
             self._schedule(report.group_id, now + group.timeout_seconds)
         lock = self._locks.get(report.group_id)
         if (
@@ -317,28 +305,26 @@ class Coordinator:
     def _record(self, key: Key, report: HeartbeatReport, group: engine.Group) -> None:
         wall_now = ticks_from_unix(self._wall())
         self._scores[key] = report.score
-        previous = self._records.get(key)
+        previous = self._checkpoint.record(key)
         ldpt = report.last_data_processed
         if ldpt is None:
             ldpt = previous.last_data_processed if previous else 0
-        record = self._records[key] = engine.HeartbeatRecord(
+        record = engine.HeartbeatRecord(
             score=report.score,
             last_data_processed=ldpt,
             heartbeat_time=report.heartbeat_time or wall_now,
             received_at=wall_now,
         )
-        if _checkpoint_due(record, group.sessions[key[1]].heartbeat, group.timeout):
-            self._dirty_records.add(key)
+        self._checkpoint.note(key, record, group.sessions[key[1]].heartbeat, group.timeout)
 
     def _answer(self, group: engine.Group, report: HeartbeatReport) -> HeartbeatAnswer:
         role = engine.role_of(group, report.session_id)
         if role == ClientRole.Primary and report.last_data_processed:
             # The group keeps the primary's last reported time (spec §4.2).
-            current = self._group_times.get(group.id, group.last_data_processed)
-            if report.last_data_processed > current:
-                self._group_times[group.id] = report.last_data_processed
-                self._dirty_groups.add(group.id)
-        ldpt = max(self._group_times.get(group.id, 0), group.last_data_processed)
+            self._checkpoint.advance_group_time(
+                group.id, report.last_data_processed, group.last_data_processed
+            )
+        ldpt = max(self._checkpoint.group_time(group.id, 0), group.last_data_processed)
         valid_for = 0
         if role == ClientRole.Primary:
             valid_for = int(group.timeout * self._failover.validity_fraction)
@@ -361,9 +347,9 @@ class Coordinator:
             heard = {
                 sid: record
                 for sid in group.sessions
-                if (record := self._records.get((group_id, sid))) is not None
+                if (record := self._checkpoint.record((group_id, sid))) is not None
             }
-            result[group_id] = GroupLiveness(self._group_times.get(group_id, 0), heard)
+            result[group_id] = GroupLiveness(self._checkpoint.group_time(group_id, 0), heard)
         return result
 
     # ----------------------------------------------------------------- decisions
@@ -501,11 +487,7 @@ class Coordinator:
     # ----------------------------------------------------------------- sweep
 
     def _schedule(self, group_id: str, when: float) -> None:
-        current = self._scheduled.get(group_id)
-        if current is not None and current <= when:
-            return
-        self._scheduled[group_id] = when
-        heapq.heappush(self._deadlines, (when, group_id))
+        self._sweeps.schedule(group_id, when)
 
     def _group_changed(self, group_id: str) -> None:
         event = self._watchers.pop(group_id, None)
@@ -521,12 +503,7 @@ class Coordinator:
             await asyncio.sleep(self._failover.sweep_period)
             if not self.can_decide():
                 continue
-            now = self._clock()
-            while self._deadlines and self._deadlines[0][0] <= now:
-                when, group_id = heapq.heappop(self._deadlines)
-                if self._scheduled.get(group_id) != when:
-                    continue
-                del self._scheduled[group_id]
+            for group_id in self._sweeps.due(self._clock()):
                 await self._sweep_group(group_id)
 
     async def _sweep_group(self, group_id: str) -> None:
@@ -576,18 +553,10 @@ class Coordinator:
                     log.warning("Checkpoint not replicated: %s", exc.reason)
 
     async def _flush_checkpoint(self) -> None:
-        if not self._dirty_records and not self._dirty_groups:
+        taken = self._checkpoint.take()
+        if taken is None:
             return
-        dirty = self._dirty_records
-        if len(dirty) > MAX_CHECKPOINT_RECORDS:  # bounded: the rest go with the next one
-            keys = [dirty.pop() for _ in range(MAX_CHECKPOINT_RECORDS)]
-        else:
-            keys, self._dirty_records = list(dirty), set()
-        records = tuple((g, s, self._records[(g, s)]) for g, s in keys if (g, s) in self._records)
-        times = tuple(
-            (g, self._group_times[g]) for g in self._dirty_groups if g in self._group_times
-        )
-        self._dirty_groups = set()
+        records, times = taken
         command = engine.SaveCheckpoint(
             request_id=f"checkpoint:{time.time_ns()}",
             heartbeats=records,
@@ -614,23 +583,6 @@ class Coordinator:
         except TimeoutError:
             return False
         return True
-
-
-def _checkpoint_due(
-    record: engine.HeartbeatRecord, saved: engine.HeartbeatRecord | None, timeout: int
-) -> bool:
-    """Whether a session's latest heartbeat must go into the next checkpoint.
-
-    A new leader needs from it what decides roles (design.md P2): the score, and that the
-    session was heard recently. So: a session never checkpointed, a changed score, or a
-    checkpointed record a FailoverTimeout old (``timeout`` in ticks; the new leader's horizon
-    allows for that age). A heartbeat that only renews liveness costs nothing in between.
-    """
-    return (
-        saved is None
-        or saved.score != record.score
-        or record.received_at - saved.received_at >= timeout
-    )
 
 
 def _log_decision(before: tuple[str | None, str | None], decision: engine.Decide) -> None:

@@ -273,7 +273,7 @@ def test_checkpoints_carry_only_changed_facts_and_a_refresh_per_timeout() -> Non
 
 
 def test_a_checkpoint_is_bounded_and_the_rest_follows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("cfs_cluster.cluster.liveness.MAX_CHECKPOINT_RECORDS", 3)
+    monkeypatch.setattr("cfs_cluster.cluster.checkpoint.MAX_CHECKPOINT_RECORDS", 3)
 
     async def scenario() -> None:
         clock = Clock()
