@@ -23,7 +23,6 @@ CHAOS_ONLY (comma-separated schedule numbers to replay alone, with the same seed
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -32,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.chaoskit import Plan, Rig, clock_files, run_schedule
+from support.chaoskit import Plan, Rig, make_rig, run_schedule
 from support.chaosreport import by_kind, judge, table
-from support.clusterkit import Cluster
 from support.faults import GROUPS, create, start_adapters, wait_stable
-from support.history import Fleet, History, missing_creates, p1_violations
-from support.netkit import Network, unavailable_reason
+from support.history import missing_creates, p1_violations
+from support.netkit import unavailable_reason
 
 _WHY = unavailable_reason()
 pytestmark = [
@@ -53,14 +51,8 @@ TABLE = Path("chaos-report.md")
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    with contextlib.ExitStack() as stack:
-        net = stack.enter_context(Network())
-        cluster = Cluster(tmp_path, placement=net.placement())
-        clocks = clock_files(tmp_path, cluster)
-        stack.enter_context(cluster)
-        history = History()
-        fleet = stack.enter_context(Fleet(cluster.urls, history, auth=cluster.auth))
-        yield Rig(cluster, net, clocks, fleet, history)
+    with make_rig(tmp_path) as running:
+        yield running
 
 
 def _schedule_numbers() -> list[int]:
@@ -70,8 +62,12 @@ def _schedule_numbers() -> list[int]:
     return list(range(int(os.environ.get("CHAOS_SCHEDULES", "100"))))
 
 
+BUDGET = float(os.environ.get("CHAOS_SECONDS", "3600"))
+
+
+@pytest.mark.timeout(BUDGET + 900)  # the last schedule, the late answers and the judging
 def test_chaos(rig: Rig) -> None:
-    budget = float(os.environ.get("CHAOS_SECONDS", "3600"))
+    budget = BUDGET
     seed = int(os.environ.get("CHAOS_SEED", str(time.time_ns() % 1_000_000)))
     print(f"\n[chaos] CHAOS_SEED={seed}", flush=True)
     history = rig.history

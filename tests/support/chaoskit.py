@@ -22,11 +22,12 @@ for a link fault), so a majority always survives and P2 is owed to the other gro
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from typing import Any
 import httpx
 
 from support.clusterkit import Cluster
-from support.history import PRIMARY, Fleet, History
+from support.history import GAVE_UP, PRIMARY, SECONDARY, Fleet, History
 from support.netkit import Network
 
 T = 2.0
@@ -76,6 +77,19 @@ class Rig:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{method} {path}: no node answered in {CALL_PATIENCE} s")
             time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def make_rig(base: Path) -> Iterator[Rig]:
+    """A netns cluster with a clock file per node and a running fleet; all stopped after."""
+    with contextlib.ExitStack() as stack:
+        net = stack.enter_context(Network())
+        cluster = Cluster(base, placement=net.placement())
+        clocks = clock_files(base, cluster)
+        stack.enter_context(cluster)
+        history = History()
+        fleet = stack.enter_context(Fleet(cluster.urls, history, auth=cluster.auth))
+        yield Rig(cluster, net, clocks, fleet, history)
 
 
 def clock_files(base: Path, cluster: Cluster) -> list[Path]:
@@ -233,6 +247,9 @@ class Plan:
     agent: bool
     fault_seconds: float
     after_delay: float  # seconds between the hand-over and the "after" faults
+    # Inject the "after" faults as soon as the hand-over's first decision is seen committed
+    # (b told PendingPrimary or Primary, or a told Secondary) rather than after after_delay.
+    after_decision: bool = False
 
     @classmethod
     def draw(cls, seed: int) -> Plan:
@@ -250,6 +267,7 @@ class Plan:
             agent=rng.random() < 0.3,
             fault_seconds=rng.uniform(*FAULT_SECONDS),
             after_delay=rng.uniform(0.0, 0.3),
+            after_decision=rng.random() < 0.5,
         )
 
 
@@ -308,13 +326,54 @@ def first_answer(
         time.sleep(0.05)
 
 
+def decided(history: History, group: str, after: float, timeout: float) -> float | None:
+    """When the hand-over's first decision was seen: ``b`` answered PendingPrimary or
+    Primary, or ``a`` answered Secondary, for a request sent after ``after``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = [
+            r.received
+            for r in history.snapshot()
+            if r.group == group
+            and r.ok
+            and r.sent > after
+            and (
+                (r.session == "b" and r.role != SECONDARY)
+                or (r.session == "a" and r.role == SECONDARY)
+            )
+        ]
+        if seen:
+            return min(seen)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
+def settle(history: History, group: str, timeout: float) -> None:
+    """Wait until every attempt of ``group`` its adapter gave up on has ended (answered late,
+    or timed out at the fleet's late_timeout): until then the checker must count it as a
+    possible grant, since its answer may still come."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [r for r in history.snapshot() if r.group == group]
+        ended = {r.request for r in records if r.late}
+        open_ = [r for r in records if r.error == GAVE_UP and r.request not in ended]
+        if not open_:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(open_)} attempts of {group} still open: {open_[:3]}")
+        time.sleep(0.1)
+
+
 def hand_over(rig: Rig, outcome: Outcome, avoid: frozenset[int]) -> None:
     group, how = outcome.group, outcome.plan.hand_over
     sessions = f"{API}/{group}/clientsessions"
     if how.startswith("override"):
         body: dict[str, Any] = {"Value": "Primary"}
         if how == "override-expiring":
-            body["ExpirationPeriod"] = "00:00:03"
+            # Longer than an AVEVA-style hand-over (T + margin + a confirmation), so that b
+            # is granted before it expires unless a clock fault ends it early.
+            body["ExpirationPeriod"] = "00:00:06"
         response = rig.call("POST", f"{sessions}/b/roleoverride", body, avoid)
         assert response.status_code in (200, 204), response.text
     elif how == "score":
@@ -338,7 +397,7 @@ def run_schedule(rig: Rig, number: int, plan: Plan) -> Outcome:
     rig.fleet.add(group, "b", T / 2, offset=1, score=50, agent=plan.agent)
     if first_answer(rig.history, (group, "a"), PRIMARY, 0.0, 15) is None:
         raise AssertionError(f"{group}: a was never granted: {rig.history.of((group, 'a'))[-3:]}")
-    first_answer(rig.history, (group, "b"), 0, 0.0, 5)  # b heard (Secondary) before moving
+    first_answer(rig.history, (group, "b"), SECONDARY, 0.0, 5)  # b heard (Secondary) before moving
     leader = rig.cluster.leader_index()
     victim = leader if plan.victim_role == "leader" else _other(leader, rng)
     undo: list[Injected] = []
@@ -349,7 +408,10 @@ def run_schedule(rig: Rig, number: int, plan: Plan) -> Outcome:
         time.sleep(rng.uniform(0, T / 2))  # the faults are in place for a while
         outcome.moved = time.monotonic()
         hand_over(rig, outcome, frozenset({victim}))
-        time.sleep(plan.after_delay)
+        if plan.after_decision:
+            decided(rig.history, group, outcome.moved, timeout=3 * T)
+        else:
+            time.sleep(plan.after_delay)
         for name in plan.faults:
             if FAULT_KINDS[name].phase == "after":
                 undo.append(FAULT_KINDS[name].inject(rig, victim, rng))
