@@ -82,8 +82,8 @@ def _check(rig: Rig, outcome: Outcome) -> None:
     old_end = max(
         r.sent + (r.valid_for or 0.0)
         for r in records
-        if r.session == "a" and r.role == PRIMARY and r.valid_for and r.status == 200
-    )
+        if r.session == "a" and r.ok and r.role == PRIMARY and r.valid_for
+    )  # answers a saw in time; a late one it never acted on (the checker judges those)
     print(
         f"\n[{outcome.group} {outcome.plan.hand_over} under {outcome.what}] b granted "
         f"{outcome.granted - outcome.moved:.2f} s after the hand-over began; a's last grant "
