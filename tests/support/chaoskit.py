@@ -382,6 +382,7 @@ def hand_over(rig: Rig, outcome: Outcome, avoid: frozenset[int]) -> None:
         response = rig.call("DELETE", f"{sessions}/a", avoid=avoid)
         # 404: an earlier attempt whose answer was lost (a node cut off mid-call) deleted it.
         assert response.status_code in (200, 204, 404), response.text
+        rig.history.creates.remove((group, "a"))  # gone on purpose: P4 owes it no more
         outcome.deleted = True
     elif how == "crash":
         outcome.crashed_at = rig.fleet.crash(group, "a")
