@@ -9,9 +9,10 @@ jump. The checker (tests/support/history.py) must find no overlapping possible g
 ``b`` must be granted only after ``a``'s last grant lapsed on ``a``'s clock.
 
 With the engine's old release rule (a holder freed when its heartbeat arrives after the role
-should move, i.e. when it is *sent* a Secondary answer, and at once on deletion) each of these
-fails with a P1 overlap: ``b`` is granted while ``a`` still acts on a grant it renewed just
-before (shown by patching ``decisions._free``, see the commit message).
+should move, i.e. when it is *sent* a Secondary answer, and at once on deletion) the first four
+fail with a P1 overlap: ``b`` is granted while ``a`` still acts on a grant it renewed just
+before (shown by patching ``decisions._free``, see the commit message). The flapping case
+passed once with that patch (a leader change gives the new leader's grace either way).
 """
 
 from __future__ import annotations
