@@ -231,6 +231,9 @@ class Settings:
     # Skip fdatasync (tests on throwaway data only): an acknowledged write, or a vote, can
     # then be lost on power loss of a majority. Production always syncs (docs/safety.md).
     unsafe_no_fsync: bool = False
+    # Tests only: a file holding seconds added to this node's wall clock, re-read when it
+    # changes, so a fault test can skew the clock or make it jump (cluster/clock.py).
+    test_clock_file: Path | None = None
 
     @property
     def api_url(self) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import time
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -191,7 +190,7 @@ async def get_session(request: Request, group_id: str, session_id: str) -> dict[
     responses=_ERRORS,
 )
 async def delete_session(request: Request, group_id: str, session_id: str) -> Response:
-    now = ticks_from_unix(time.time())
+    now = ticks_from_unix(node_of(request).wall())
     await node_of(request).submit(
         engine.DeleteSession(request_id(request), group_id, session_id, now)
     )
@@ -229,7 +228,9 @@ async def heartbeat(request: Request, group_id: str, session_id: str) -> dict[st
 )
 async def role_override(request: Request, group_id: str, session_id: str) -> dict[str, Any]:
     body = OverrideBody.parse(load_json(await request.body()))
-    now = ticks_from_unix(time.time())
+    # Expiry on the receiving node's wall clock; the leader compares it with its own
+    # (docs/safety.md, *Clocks*).
+    now = ticks_from_unix(node_of(request).wall())
     expiry = None if body.period is None else now + body.period
     if expiry is not None and expiry > ticks_from_unix(253402300799):
         raise BadRequest("ExpirationPeriod reaches past the year 9999.")

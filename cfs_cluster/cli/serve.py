@@ -146,6 +146,14 @@ def serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     _option(
         p,
+        "--test-clock-file",
+        "CFS_TEST_CLOCK_FILE",
+        None,
+        "tests only: a file holding seconds to add to this node's wall clock (re-read as it "
+        "changes), to skew it or make it jump",
+    )
+    _option(
+        p,
         "--leader-fallback",
         "CFS_LEADER_FALLBACK",
         1.0,
@@ -264,6 +272,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         max_connections=args.max_connections,
         security=_security_settings(args),
         unsafe_no_fsync=args.unsafe_no_fsync,
+        test_clock_file=Path(args.test_clock_file) if args.test_clock_file else None,
         failover=FailoverSettings(
             heartbeat_rate_limit=args.heartbeat_rate_limit,
             max_groups=args.max_groups,

@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from cfs_cluster import engine
+from cfs_cluster.cluster.clock import WallClock
 from cfs_cluster.cluster.liveness import Coordinator
 from cfs_cluster.cluster.membership import Membership
 from cfs_cluster.cluster.reads import Reads
@@ -51,8 +52,14 @@ class Node:
             on_state_changed=self._on_raft_state,
             fsync=not settings.unsafe_no_fsync,
         )
+        # The wall clock every UTC stamp of this node comes from (cluster/clock.py).
+        self.wall = WallClock(settings.test_clock_file)
         self.coordinator = Coordinator(
-            self.replicator, settings.failover, settings.raft, settings.request_timeout
+            self.replicator,
+            settings.failover,
+            settings.raft,
+            settings.request_timeout,
+            wall=self.wall,
         )
         self.membership = Membership(self.replicator, settings.raft, settings.request_timeout)
         self.member_auth = MemberAuth(lambda: self.replicator.state.member_keys, settings.node_id)

@@ -24,6 +24,9 @@ from types import TracebackType
 
 HOST_ADDRESS_OFFSET = 254
 CUT_OFF_ADAPTER_OFFSET = 253
+# Shortest TCP segment (IP length) treated as an answer: a bare ACK or SYN-ACK with options is
+# 52-60 bytes, an HTTP answer (status line + headers) is well over 120.
+REPLY_BYTES = 120
 
 
 def unavailable_reason() -> str | None:
@@ -182,6 +185,30 @@ class Network:
             self._iptables(i, "-A", "INPUT", "-s", source, "-j", "DROP")
             self._iptables(i, "-A", "OUTPUT", "-d", source, "-j", "DROP")
 
+    def uncut(self, a: int, b: int) -> None:
+        """Undo ``cut(a, b)`` alone, leaving every other rule in place (flapping links)."""
+        for here, there in ((a, b), (b, a)):
+            self._iptables_quiet(here, "-D", "INPUT", "-s", self.address(there), "-j", "DROP")
+            self._iptables_quiet(here, "-D", "OUTPUT", "-d", self.address(there), "-j", "DROP")
+
+    def cut_one_way(self, a: int, b: int) -> None:
+        """Drop what node ``a`` sends to node ``b``; ``b`` still reaches ``a`` (an asymmetric
+        link: TCP from ``b`` gets no answers, TCP from ``a`` gets no handshake)."""
+        self._iptables(a, "-A", "OUTPUT", "-d", self.address(b), "-j", "DROP")
+        self._iptables(b, "-A", "INPUT", "-s", self.address(a), "-j", "DROP")
+
+    def drop_replies_to(self, source: str, api_ports: list[int]) -> None:
+        """Every node drops the *answers* its API sends to host address ``source``: TCP
+        handshakes and acknowledgements pass (segments shorter than ``REPLY_BYTES``), so a
+        request on an open connection reaches the node and is processed, and its answer is
+        lost on the way back (the lost-answer fault of issue 13)."""
+        for i in range(self.size):
+            for port in api_ports:
+                self._iptables(
+                    i, "-A", "OUTPUT", "-d", source, "-p", "tcp", "--sport", str(port),
+                    "-m", "length", "--length", f"{REPLY_BYTES}:65535", "-j", "DROP",
+                )  # fmt: skip
+
     def heal(self) -> None:
         for i in range(self.size):
             self._iptables(i, "-F", "INPUT")
@@ -189,3 +216,8 @@ class Network:
 
     def _iptables(self, index: int, *rule: str) -> None:
         _run("ip", "netns", "exec", self.namespaces[index], "iptables", *rule)
+
+    def _iptables_quiet(self, index: int, *rule: str) -> None:
+        """A rule change that may find nothing to do (deleting a rule already gone)."""
+        command = ["ip", "netns", "exec", self.namespaces[index], "iptables", *rule]
+        subprocess.run(command, capture_output=True)
