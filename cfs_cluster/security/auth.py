@@ -170,7 +170,15 @@ class Authenticator:
         ok = await self._verify(password, user)
         if not ok and name is not None and self.recheck is not None:
             # Created, or given a new password, through another node moments ago?
-            await self.recheck()
+            try:
+                await self.recheck()
+            except Unavailable:
+                if user is None and attempt is not None:
+                    # This node has not heard of the account and cannot ask a leader now (it
+                    # restarted behind its peers, say): nothing was checked, so nothing
+                    # counts, or adapters with valid credentials would be backed off (429).
+                    self.backoff.withdraw(attempt)
+                raise
             fresh = self._users().get(name)
             if fresh is not None and fresh.password_hash != checked:
                 user, ok = fresh, await self._verify(password, fresh)
@@ -198,7 +206,12 @@ class Authenticator:
         checked = client.secret_hash if client is not None else None  # apply edits in place
         ok = await self._verify_client(secret, client)
         if not ok and self.recheck is not None:
-            await self.recheck()
+            try:
+                await self.recheck()
+            except Unavailable:
+                if client is None:  # unknown here and no leader to ask: nothing was checked
+                    self.backoff.withdraw(attempt)
+                raise
             fresh = self._clients().get(client_id)
             if fresh is not None and fresh.secret_hash != checked:
                 client, ok = fresh, await self._verify_client(secret, fresh)

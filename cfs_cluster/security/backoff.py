@@ -78,6 +78,14 @@ class Backoff:
             _subtract(self._accounts, attempt.account, taken_back)
         _subtract(self._sources, attempt.source, taken_back)
 
+    def withdraw(self, attempt: Attempt) -> None:
+        """Take back this one attempt: nothing was checked (the node could not tell whether the
+        credentials are right), so it is no failure."""
+        _subtract(self._pairs, (attempt.account, attempt.source), 1)
+        if attempt.account is not None:
+            _subtract(self._accounts, attempt.account, 1)
+        _subtract(self._sources, attempt.source, 1)
+
     def _account_wait(self, account: str, now: float) -> float:
         return self._wait(self._accounts.get(account), self._account_threshold, now)
 

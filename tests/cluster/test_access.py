@@ -40,7 +40,7 @@ from support.nodes import ADMIN, GROUPS, assert_error, basic, settings_for, unti
 from cfs_cluster import engine
 from cfs_cluster.api.app import create_app
 from cfs_cluster.cluster.node import Node
-from cfs_cluster.errors import TooManyRequests, Unauthorized
+from cfs_cluster.errors import TooManyRequests, Unauthorized, Unavailable
 from cfs_cluster.security import auth, passwords, roles
 from cfs_cluster.security.backoff import ClientAddress
 from cfs_cluster.settings import SecuritySettings
@@ -364,6 +364,33 @@ def test_a_success_takes_back_only_its_own_failures() -> None:
         assert await _attempt(a, basic_variant(*ADMIN), "10.0.0.1") == "ok"  # 2 of 3 counted
         assert await _attempt(a, basic(ADMIN[0], "guess3"), "10.6.6.6") == "401"
         assert await _attempt(a, basic_variant(*ADMIN, spaces=2), "10.0.0.5") == "429"
+
+    asyncio.run(scenario())
+
+
+def test_a_node_behind_without_a_leader_counts_no_account_it_has_not_heard_of() -> None:
+    """A node restarted behind its peers may not know an adapter's account yet, and cannot ask
+    a leader during the election: it answers 503, and those attempts count as no failure, or
+    valid credentials would be backed off (429) once the leader is back. A wrong password for
+    an account it does know still counts."""
+
+    async def scenario() -> None:
+        a, _ = _authenticator()
+
+        async def no_leader() -> None:
+            raise Unavailable("This node has no connection to a Raft leader.", retry_after=0.5)
+
+        a.recheck = no_leader
+        late = basic("adapter7", "valid-elsewhere")
+        for _ in range(5):  # more than failures_before_backoff = 3
+            with pytest.raises(Unavailable):
+                await a.authenticate(_header(late), "10.0.0.7")
+        with pytest.raises(Unavailable):  # still not 429: nothing was ever checked
+            await a.authenticate(_header(late), "10.0.0.7")
+        for _ in range(3):  # a known account: the password was checked, and it is wrong
+            with pytest.raises(Unavailable):
+                await a.authenticate(_header(basic(PLC[0], "guess")), "10.6.6.6")
+        assert await _attempt(a, basic(*PLC), "10.0.0.1") == "429"
 
     asyncio.run(scenario())
 
