@@ -26,8 +26,10 @@ def wrk(
     duration: float,
     connections: int = 32,
     threads: int = 1,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Closed-loop maximum: ``wrk -t1 -c32`` cycling through ``requests`` (wrk_cycle.lua)."""
+    """Closed-loop maximum: ``wrk -t1 -c32`` cycling through ``requests`` (wrk_cycle.lua),
+    sending ``headers`` (the Authorization of the production configuration) on every request."""
     with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as handle:
         for _, path, body in requests:
             handle.write(f"{path}\t{body.decode()}\n")
@@ -35,6 +37,7 @@ def wrk(
     cmd = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency",
         "-s", str(HERE / "wrk_cycle.lua"), f"http://127.0.0.1:{port}", "--", table,
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
     ]  # fmt: skip
     try:
         out = subprocess.run(
