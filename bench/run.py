@@ -25,6 +25,9 @@ from . import context, report, scenarios
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+# 2: issue 16, the production configuration (earlier results measured `serve --dev`, no auth,
+# and are not merged into a report of this format).
+FORMAT = 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,13 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(exist_ok=True)
     data: dict[str, Any] = {
+        "format": FORMAT,
         "timestamp": stamp,
         "machine": machine(),
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "items": {},
     }
     with tempfile.TemporaryDirectory(prefix="cfs-bench-") as work:
-        ctx = scenarios.Context(
+        ctx = context.Context(
             work=Path(work),
             results=RESULTS,
             duration=args.duration,
@@ -164,6 +168,8 @@ def merged_results(newest: dict[str, Any]) -> dict[str, Any]:
     merged: dict[str, Any] = {"machine": newest["machine"], "items": {}, "sources": {}}
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
+        if data.get("format", 1) < FORMAT:
+            continue
         for name, value in data.get("items", {}).items():
             if "error" not in value or name not in merged["items"]:
                 merged["items"][name] = value

@@ -40,8 +40,10 @@ def at_most(measured: float | None, bound: float | None) -> str:
     if not _usable(measured) or not _usable(bound) or bound is None or bound <= 0:
         return NOT_MEASURED
     assert measured is not None
+    if measured <= 0:
+        return "met (0)"
     if measured <= bound:
-        return f"met ({factor_text(bound / measured if measured > 0 else math.inf)})"
+        return f"met ({factor_text(bound / measured)})"
     return f"missed by {factor_text(measured / bound)}"
 
 
