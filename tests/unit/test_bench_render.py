@@ -58,19 +58,37 @@ def _results() -> dict[str, Any]:
         "sources": {"throughput": "T1", "capacity": "T1", "costmodel": "T1"},
         "items": {
             "throughput": {
-                "cfs": {"config": PRODUCTION, "sessions": 5000,
-                        "leader": _load(7830, 29.0), "follower": _load(5148, 490.0)},
-                "cfs_dev": {"config": DEV, "sessions": 5000,
-                            "leader": _load(11862, 30.0), "follower": _load(5801, 31.0)},
-                "etcd": {"config": ETCD, "leases": 5000,
-                         "leader": _load(14097, 9.0), "follower": _load(8350, 11.0)},
+                "cfs": {
+                    "config": PRODUCTION,
+                    "sessions": 5000,
+                    "leader": _load(7830, 29.0),
+                    "follower": _load(5148, 490.0),
+                },
+                "cfs_dev": {
+                    "config": DEV,
+                    "sessions": 5000,
+                    "leader": _load(11862, 30.0),
+                    "follower": _load(5801, 31.0),
+                },
+                "etcd": {
+                    "config": ETCD,
+                    "leases": 5000,
+                    "leader": _load(14097, 9.0),
+                    "follower": _load(8350, 11.0),
+                },
             },  # fmt: skip
             "capacity": {
                 "standard": _capacity_run(20_000, 15.0, 2070.0, 35),
                 "stretch": _capacity_run(100_000, 60.0, 40.0, 0),
             },
-            "costmodel": {"rate": 500, "fixed_sessions": 5000, "T": "00:30:00",
-                          "idle_seconds": 5, "load_seconds": 10, "nodes": {"3": cost}},  # fmt: skip
+            "costmodel": {
+                "rate": 500,
+                "fixed_sessions": 5000,
+                "T": "00:30:00",
+                "idle_seconds": 5,
+                "load_seconds": 10,
+                "nodes": {"3": cost},
+            },  # fmt: skip
         },
     }
 
@@ -133,13 +151,13 @@ def test_cost_model_fit_separates_sessions_from_heartbeats() -> None:
 def test_profile_samples_are_attributed_to_the_nearest_layer(tmp_path: Path) -> None:
     site = "/venv/lib/python3.11/site-packages"
     stacks = [
-        f"run (/usr/lib/python3.11/asyncio/runners.py:1);"
-        f"heartbeat (/w/cfs_cluster/cluster/liveness.py:10);"
-        f"dumps (/usr/lib/python3.11/json/__init__.py:5) 30",
-        f"_run (/w/cfs_cluster/api/frontdoor.py:3);check (/w/cfs_cluster/security/auth.py:9) 20",
+        "run (/usr/lib/python3.11/asyncio/runners.py:1);"
+        "heartbeat (/w/cfs_cluster/cluster/liveness.py:10);"
+        "dumps (/usr/lib/python3.11/json/__init__.py:5) 30",
+        "_run (/w/cfs_cluster/api/frontdoor.py:3);check (/w/cfs_cluster/security/auth.py:9) 20",
         f"send ({site}/uvicorn/protocols/http/httptools_impl.py:1) 40",
         f"_onTick ({site}/pysyncobj/syncobj.py:1);loads ({site}/pysyncobj/pickle.py:2) 5",
-        f"Runner.run (/usr/lib/python3.11/asyncio/runners.py:118) 5",
+        "Runner.run (/usr/lib/python3.11/asyncio/runners.py:118) 5",
     ]
     path = tmp_path / "p.txt"
     path.write_text("\n".join(stacks) + "\n")
