@@ -180,7 +180,7 @@ AREAS = (
     ("starlette/", "HTTP server (starlette, FastAPI)"),
     ("fastapi/", "HTTP server (starlette, FastAPI)"),
 )
-WAITING = ("Runner.run (", "PollPoller.poll (", "select (", "BaseSelector", "wait (threading")
+WAITING = ("Runner.run (", "PollPoller.poll (", "select (", "Condition.wait (", "Event.wait (")
 
 
 def area(frames: list[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import summary
+from .costfit import cost_figures
 from .tables import Row, config_block, get, num, table
 
 
@@ -62,37 +63,6 @@ def _capacity_run(run: dict[str, Any], label: str) -> str:
 # ---------------------------------------------------------------------- cost model
 
 
-def slope(xs: list[float], ys: list[float]) -> float | None:
-    """Least-squares slope of ys against xs; None with fewer than two distinct xs."""
-    if len(xs) < 2 or len(set(xs)) < 2:
-        return None
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mx) ** 2 for x in xs
-    )
-
-
-def cost_figures(run: dict[str, Any]) -> dict[str, float | None]:
-    """Background CPU per 10,000 live sessions (idle, summed over nodes) and CPU per 1,000
-    heartbeats/s (loaded minus idle, summed over nodes), both in % of one core."""
-    by_sessions, by_rate = run.get("by_sessions", []), run.get("by_rate", [])
-    background = slope(
-        [p["sessions"] / 10_000 for p in by_sessions], [sum(p["idle_cpu_pct"]) for p in by_sessions]
-    )
-    per_heartbeat = slope(
-        [p["rate"] / 1_000 for p in by_rate],
-        [sum(p["cpu_pct"]) - sum(p["idle_cpu_pct"]) for p in by_rate],
-    )
-    load_per_session = slope(
-        [p["sessions"] / 10_000 for p in by_sessions], [sum(p["cpu_pct"]) for p in by_sessions]
-    )
-    return {
-        "idle_cpu_per_10k_sessions": background,
-        "loaded_cpu_per_10k_sessions": load_per_session,
-        "cpu_per_1k_heartbeats_per_s": per_heartbeat,
-    }
-
-
 def _cost_rows(points: list[dict[str, Any]], key: str) -> list[Row]:
     return [
         [num(p[key]), num(p["achieved_rate"]), num(p["p50_ms"], 1), num(p["p99_ms"], 1),
@@ -137,7 +107,8 @@ def costmodel(c: dict[str, Any], source: str) -> str:
 # ---------------------------------------------------------------------- profiles
 
 PROFILES = (
-    ("capacity", ("standard", "profile_leader"), "leader, 20,000 sessions at T = 15 s, open loop"),
+    ("capacity", ("standard", "profile_leader"), "leader, the capacity load (open loop)"),
+    ("capacity", ("stretch", "profile_leader"), "leader, the stretch capacity load (open loop)"),
     ("throughput", ("cfs", "profile_leader"), "leader, wrk at its maximum"),
     ("throughput", ("cfs", "profile_follower"), "follower, wrk at its maximum"),
     ("throughput", ("cfs", "profile_leader_via_follower"), "leader, heartbeats relayed"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import verdicts
+from .costfit import cost_figures
 from .tables import Row, get, num, table
 
 LEADER_VS_ETCD = 1.5  # heartbeats/s at the leader ≥ 1.5 × etcd's keep-alives at its leader
@@ -22,6 +23,7 @@ def section(results: dict[str, Any]) -> str:
         *_capacity_rows(items.get("capacity")),
         *_failover_rows(items.get("failover")),
         *_leaderkill_rows(items.get("leaderkill")),
+        *_cost_rows(items.get("costmodel")),
     ]
     if not rows:
         return ""
@@ -155,3 +157,21 @@ def _leaderkill_rows(k: dict[str, Any] | None) -> list[Row]:
             "`make bench BENCH=leaderkill`",
         ]
     ]
+
+
+def _cost_rows(c: dict[str, Any] | None) -> list[Row]:
+    """Issue 16 asks for a background cost per live session near zero and a constant cost per
+    heartbeat, with no number: the fitted figures, without a verdict of our own making."""
+    if not c or not _ok(c):
+        return []
+    rows = []
+    for nodes, run in sorted(c["nodes"].items(), key=lambda kv: int(kv[0])):
+        f = cost_figures(run)
+        rows.append([
+            f"cost model, {nodes} nodes: background per live session ≈ 0, per heartbeat constant",
+            f"idle {num(f['idle_cpu_per_10k_sessions'], 1)} % of a core per 10,000 sessions; "
+            f"{num(f['cpu_per_1k_heartbeats_per_s'], 1)} % per 1,000 heartbeats/s (sums over nodes)",
+            "no numeric target: see the cost model",
+            "`make bench BENCH=costmodel`",
+        ])  # fmt: skip
+    return rows

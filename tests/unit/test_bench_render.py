@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench import httpload, measure, render, render_scale, run, summary, systems
+from bench import costfit, httpload, measure, render, render_scale, run, summary, systems
 from bench.tables import config_text
 
 PRODUCTION = systems.describe(production=True, nodes=3)
@@ -140,10 +140,10 @@ def test_summary_reports_misses_as_factors_never_held() -> None:
 
 def test_cost_model_fit_separates_sessions_from_heartbeats() -> None:
     run_ = _results()["items"]["costmodel"]["nodes"]["3"]
-    figures = render_scale.cost_figures(run_)
+    figures = costfit.cost_figures(run_)
     assert figures["idle_cpu_per_10k_sessions"] == pytest.approx(0.5)
     assert figures["cpu_per_1k_heartbeats_per_s"] == pytest.approx(4.0)
-    assert render_scale.slope([1.0], [2.0]) is None
+    assert costfit.slope([1.0], [2.0]) is None
     text = render_scale.costmodel(_results()["items"]["costmodel"], "T1")
     assert "0.5 % per 10,000 live sessions" in text and "4.0 % per 1,000 heartbeats/s" in text
 
