@@ -76,8 +76,8 @@ def _throughput(t: dict[str, Any], source: str) -> str:
         configs.append(("cfs `--dev`", dev.get("config")))
     text += config_block(configs)
     text += (
-        f"{num(cfs.get('sessions'))} registered cfs sessions and {num(etcd.get('leases'))} etcd "
-        "leases, cycled by the load generator. Maximum: `wrk -t1 -c32` (closed loop, keep-alive, "
+        f"{num(cfs.get('sessions'))} registered cfs sessions (T = {cfs.get('T', '00:00:15')}) and "
+        f"{num(etcd.get('leases'))} etcd leases, cycled by the load generator. Maximum: `wrk -t1 -c32` (closed loop, keep-alive, "
         "bench/wrk_cycle.lua). Half load: an open-loop asyncio client (bench/httpload.py, 32 "
         "connections) at half the maximum, latency measured from each request's due time.\n\n"
     )
