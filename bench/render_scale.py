@@ -68,13 +68,24 @@ def _cost_rows(points: list[dict[str, Any]], key: str) -> list[Row]:
         [num(p[key]), num(p["achieved_rate"]), num(p["p50_ms"], 1), num(p["p99_ms"], 1),
          num(p["errors"]), " / ".join(num(x) for x in p["idle_cpu_pct"]),
          " / ".join(num(x) for x in p["cpu_pct"]), num(sum(p["cpu_pct"])),
-         num(max(p.get("rss_mb", [0])), 0)]
+         num(max(p.get("rss_mb", [0])), 0), _first_window(p)]
         for p in points
     ]  # fmt: skip
 
 
+def _first_window(p: dict[str, Any]) -> str:
+    first = p.get("first_window")
+    if not first:
+        return "–"
+    return (
+        f"p99 {num(first['p99_ms'], 1)} ms, {num(first['errors'])} errors, "
+        f"CPU sum {num(sum(first['cpu_pct']))}"
+    )
+
+
 COST_HEADER = ["heartbeats/s done", "p50 (ms)", "p99 (ms)", "errors", "CPU % idle per node",
-               "CPU % loaded per node", "CPU % loaded, sum", "max RSS (MB)"]  # fmt: skip
+               "CPU % loaded per node", "CPU % loaded, sum", "max RSS (MB)",
+               "first window after the new sessions"]  # fmt: skip
 
 
 def costmodel(c: dict[str, Any], source: str) -> str:

@@ -126,7 +126,12 @@ def _failover_rows(f: dict[str, Any] | None) -> list[Row]:
     ):
         s = get(f, system, key)
         trials = get(f, system, "trials")
+        if not trials:
+            continue  # not measured in this run
         if not s:
+            rows.append([f"{label} (T = {num(f['T_s'])} s)", f"0 of {trials} trials failed over",
+                         f"**missed**: {trials} of {trials} trials never got there",
+                         "`make bench BENCH=failover`"])  # fmt: skip
             continue
         bound = f["bounds_s"][bound_key]
         measured = (

@@ -54,6 +54,7 @@ def wait_http(url: str, timeout: float, ok: tuple[int, ...] = (200,)) -> float:
 
 
 BENCH_ADMIN = "bench-admin"
+STARTUP_TIMEOUT = 120.0
 
 
 def basic_header(user: str, password: str) -> dict[str, str]:
@@ -114,6 +115,20 @@ class CfsCluster(clusterkit.Cluster):
 
     def port(self, index: int) -> int:
         return self.nodes[index].api_port
+
+    def __enter__(self) -> CfsCluster:
+        """As clusterkit's, with a longer wait: on a loaded 2-core machine production nodes
+        (Raft key derivation, the administrator's password hash) can take over 30 s."""
+        try:
+            for node in self.nodes:
+                node.start()
+            self.wait_ready(timeout=STARTUP_TIMEOUT)
+            if self.auth is not None:
+                self.wait_authenticated(timeout=STARTUP_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
+        return self
 
     def pids(self) -> list[int]:
         return [n.proc.pid for n in self.nodes if n.proc is not None]

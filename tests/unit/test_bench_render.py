@@ -195,3 +195,18 @@ def test_partial_runs_merge_without_older_formats(
     assert "reads" not in merged["items"]  # a `--dev`-era result is not mixed in
     assert merged["items"]["capacity"] == {"x": 3} and merged["sources"]["capacity"] == "C"
     assert merged["items"]["failover"] == {"y": 2}  # an error does not hide an earlier result
+
+
+def test_failover_trials_that_never_failed_over_are_a_miss_not_a_missing_row() -> None:
+    timing = {"median": 2.4, "p99": 2.5, "max": 2.5, "min": 2.3, "n": 24}
+    failover = {
+        "T_s": 2.0,
+        "bounds_s": {"T+T/2": 3.0, "T+1": 3.0},
+        "cfs": {"trials": 24, "answered_s": timing},
+        "cfs_agent": {"trials": 24, "raw": [{"error": "agent not Primary"}] * 24},
+    }
+    rows = summary._failover_rows(failover)
+    agent = next(r for r in rows if "our agent" in r[0])
+    assert agent[2] == "**missed**: 24 of 24 trials never got there"
+    polling = next(r for r in rows if "polling adapter" in r[0])
+    assert polling[2] == "met (1.2×)"
