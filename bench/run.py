@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "items": {},
     }
+    path = RESULTS / f"{stamp}.json"
     with tempfile.TemporaryDirectory(prefix="cfs-bench-") as work:
         ctx = context.Context(
             work=Path(work),
@@ -116,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 data["items"][item] = {"error": f"{type(exc).__name__}: {exc}"}
             data["items"][item]["elapsed_s"] = round(time.monotonic() - started, 1)
             print(f"bench: {item} done in {data['items'][item]['elapsed_s']} s", flush=True)
-    path = RESULTS / f"{stamp}.json"
-    path.write_text(json.dumps(data, indent=1) + "\n")
+            # after every item, so an interrupted run keeps what it measured
+            path.write_text(json.dumps(data, indent=1) + "\n")
     print(f"bench: wrote {path.relative_to(HERE.parent)}")
     report.write(merged_results(data))
     return 0
