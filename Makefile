@@ -57,8 +57,13 @@ check: $(STAMP)
 	$(BIN)/ruff check cfs_cluster tests bench
 	$(BIN)/mypy
 
-# Benchmarks (issue 6, docs/benchmarks.md). Select items with BENCH="throughput capacity failover
-# leaderkill reads"; extra options with BENCH_ARGS (e.g. --duration 5).
+# Benchmarks (issues 6 and 16, docs/benchmarks.md), in the production configuration (auth required,
+# Raft password, synced journal; --dev is an extra column). Select items with BENCH="throughput
+# capacity costmodel failover leaderkill reads durability"; options with BENCH_ARGS, e.g.
+#   make bench BENCH=costmodel BENCH_ARGS="--sessions 1000,5000,20000 --nodes 3"
+#   make bench BENCH=capacity BENCH_ARGS="--no-stretch"
+# Each run writes bench/results/<UTC>.json and regenerates docs/benchmarks.md (the other items
+# keep their newest earlier result).
 BENCH ?=
 BENCH_ARGS ?=
 bench: $(STAMP)

@@ -26,8 +26,10 @@ def wrk(
     duration: float,
     connections: int = 32,
     threads: int = 1,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Closed-loop maximum: ``wrk -t1 -c32`` cycling through ``requests`` (wrk_cycle.lua)."""
+    """Closed-loop maximum: ``wrk -t1 -c32`` cycling through ``requests`` (wrk_cycle.lua),
+    sending ``headers`` (the Authorization of the production configuration) on every request."""
     with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as handle:
         for _, path, body in requests:
             handle.write(f"{path}\t{body.decode()}\n")
@@ -35,6 +37,7 @@ def wrk(
     cmd = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency",
         "-s", str(HERE / "wrk_cycle.lua"), f"http://127.0.0.1:{port}", "--", table,
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
     ]  # fmt: skip
     try:
         out = subprocess.run(
@@ -127,6 +130,7 @@ def summarize_profile(path: Path, top: int = 20) -> dict[str, Any]:
     """Top functions by own samples and by inclusive samples from py-spy's collapsed stacks."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
     total = 0
     if not path.exists():
         return {"samples": 0, "self": [], "inclusive": []}
@@ -138,6 +142,7 @@ def summarize_profile(path: Path, top: int = 20) -> dict[str, Any]:
         total += count
         frames = [_frame(f) for f in stack.split(";")]
         own[frames[-1]] += count
+        areas[area([f.strip() for f in stack.split(";")])] += count
         for name in set(frames):
             inclusive[name] += count
 
@@ -147,7 +152,47 @@ def summarize_profile(path: Path, top: int = 20) -> dict[str, Any]:
             for name, n in counter.most_common(top)
         ]
 
-    return {"samples": total, "self": table(own), "inclusive": table(inclusive)}
+    return {
+        "samples": total,
+        "self": table(own),
+        "inclusive": table(inclusive),
+        "areas": table(areas),
+    }
+
+
+# (substring of a frame, area): the first match walking from the sampled frame towards the root
+# names where the time goes; the order of the list does not matter, the stack's order does.
+AREAS = (
+    ("cfs_cluster/security/", "auth (credentials, tokens, rate limits)"),
+    ("cfs_cluster/storage/", "storage (journal, fdatasync, snapshots)"),
+    ("cfs_cluster/cluster/liveness", "liveness (heartbeat bookkeeping, checkpoints, sweep)"),
+    ("cfs_cluster/cluster/relay", "relay (follower → leader)"),
+    ("cfs_cluster/cluster/", "cluster (replication, reads, lease, node)"),
+    ("cfs_cluster/engine/", "engine (decisions, commands, state)"),
+    ("cfs_cluster/ops/", "ops (metrics, logs)"),
+    ("cfs_cluster/api/", "API handlers (front door, routes)"),
+    ("cfs_cluster/", "cfs_cluster, other"),
+    ("pysyncobj/", "pysyncobj (Raft, pickling, encryption)"),
+    ("cryptography/", "pysyncobj (Raft, pickling, encryption)"),
+    ("httpx/", "HTTP client (relay)"),
+    ("httpcore/", "HTTP client (relay)"),
+    ("uvicorn/", "HTTP server (uvicorn, httptools)"),
+    ("starlette/", "HTTP server (starlette, FastAPI)"),
+    ("fastapi/", "HTTP server (starlette, FastAPI)"),
+)
+WAITING = ("Runner.run (", "PollPoller.poll (", "select (", "Condition.wait (", "Event.wait (")
+
+
+def area(frames: list[str]) -> str:
+    """The layer a sample is spent in: the nearest frame (from the leaf) of a known layer; a
+    sample whose own frame is the event loop's or the Raft poller's wait is 'waiting'."""
+    if frames and frames[-1].startswith(WAITING):
+        return "waiting (event loop, Raft poller)"
+    for frame in reversed(frames):
+        for needle, name in AREAS:
+            if needle in frame:
+                return name
+    return "other (interpreter, stdlib)"
 
 
 def _frame(frame: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import render
+from . import plots, render
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TARGET = DOCS / "benchmarks.md"
@@ -22,7 +22,7 @@ def write(results: dict[str, Any]) -> None:
         text = TARGET.read_text()
         if MARKER in text:
             intro = text.split(MARKER, 1)[0].rstrip() + "\n"
-    images = render.plots(results, DOCS / "benchmarks")
+    images = plots.plots(results, DOCS / "benchmarks")
     body = render.markdown(results, images)
     TARGET.write_text(f"{intro}\n{MARKER}\n\n{body}")
     print(f"bench: wrote {TARGET.relative_to(DOCS.parent)}")
