@@ -23,7 +23,7 @@ from typing import Any
 from . import httpload, measure, systems
 from .context import Context, profile_while
 
-CONNECTIONS = 128  # open-loop connections over all nodes (20,000 adapters would hold 20,000)
+CONNECTIONS = 128  # default open-loop connections over all nodes (20,000 adapters hold 20,000)
 COST_SPAN = "00:30:00"
 IDLE_SECONDS = 5.0
 
@@ -33,11 +33,15 @@ def _targets(cluster: systems.CfsCluster) -> list[tuple[str, int]]:
 
 
 def _open_loop(
-    cluster: systems.CfsCluster, requests: list[httpload.Request], rate: float, seconds: float
+    cluster: systems.CfsCluster,
+    requests: list[httpload.Request],
+    rate: float,
+    seconds: float,
+    connections: int = CONNECTIONS,
 ) -> httpload.RateResult:
     result = httpload.run(
         httpload.fixed_rate(
-            _targets(cluster), requests, rate, seconds, CONNECTIONS, 5, headers=cluster.headers
+            _targets(cluster), requests, rate, seconds, connections, 5, headers=cluster.headers
         )
     )
     assert isinstance(result, httpload.RateResult)
@@ -68,9 +72,10 @@ def _capacity_run(
         requests = systems.heartbeat_requests(sessions)
         random.Random(3).shuffle(requests)
         rate = len(sessions) / (timeout_s / 2)  # every session every T/2
-        warm = _open_loop(cluster, requests, rate, timeout_s / 2)  # each session heard once
+        connections = ctx.capacity_connections
+        warm = _open_loop(cluster, requests, rate, timeout_s / 2, connections)  # heard once
         window = measure.CpuWindow(pids).start()
-        held = _open_loop(cluster, requests, rate, ctx.capacity_seconds)
+        held = _open_loop(cluster, requests, rate, ctx.capacity_seconds, connections)
         cpu_held = window.stop()
         rss_held = [measure.rss_mb(p) for p in pids]
         leader = cluster.leader_index()
@@ -78,14 +83,14 @@ def _capacity_run(
             pids[leader],
             ctx,
             f"cfs-{name}-leader",
-            lambda: _open_loop(cluster, requests, rate, ctx.duration - 1).summary(),
+            lambda: _open_loop(cluster, requests, rate, ctx.duration - 1, connections).summary(),
         )
         result: dict[str, Any] = {
             "config": cluster.config,
             "groups": groups,
             "sessions": len(sessions),
             "T_s": timeout_s,
-            "connections": CONNECTIONS,
+            "connections": connections,
             "measured_s": ctx.capacity_seconds,
             "register_seconds": round(seconds, 1),
             "register_writes_per_s": round((len(sessions) + groups) / seconds, 1),

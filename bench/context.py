@@ -21,6 +21,7 @@ class Context:
     groups: int = 2500  # groups × 2 sessions cycled by the load generator (throughput)
     capacity_groups: int = 10_000  # 20,000 sessions at T = 15 s (issue 16's check)
     capacity_seconds: float = 30.0  # the measured window, after a warm-up of T/2
+    capacity_connections: int = 128  # open-loop connections over all nodes
     stretch: bool = True  # also 100,000 sessions at T = 60 s
     trials: int = 24
     dev: bool = True  # also measure `serve --dev` (the labelled extra column)

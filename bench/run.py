@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         "--capacity-seconds", type=float, default=30.0, help="measured window (after T/2)"
     )
     parser.add_argument(
+        "--capacity-connections",
+        type=int,
+        default=128,
+        help="open-loop connections of the capacity client (adapters hold one each)",
+    )
+    parser.add_argument(
         "--no-stretch", action="store_true", help="skip 100,000 sessions at T = 60 s"
     )
     parser.add_argument("--trials", type=int, default=24, help="failover trials (≥ 20)")
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             groups=args.groups,
             capacity_groups=args.capacity_groups,
             capacity_seconds=args.capacity_seconds,
+            capacity_connections=args.capacity_connections,
             stretch=not args.no_stretch,
             trials=args.trials,
             dev=not args.no_dev,
