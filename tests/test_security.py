@@ -126,10 +126,16 @@ def test_auth_off_stays_off_when_users_exist(tmp_path: Path) -> None:
             )
             assert created.status_code == 201, created.text
             assert (await client.get("/api/v1/cluster")).status_code == 200
-            assert (await client.get("/readyz")).status_code == 200
+            # /readyz needs no credentials either (it may answer 503 for a moment while the
+            # node applies what it just committed: wait for 200, bounded).
+            await until(lambda: _ready_without_credentials(client), "ready without credentials")
             assert node.auth.hashes_computed == 0
 
     run(scenario())
+
+
+async def _ready_without_credentials(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 200
 
 
 def test_roles_401_403_and_user_management(tmp_path: Path) -> None:
