@@ -172,13 +172,15 @@ class Authenticator:
             # Created, or given a new password, through another node moments ago?
             try:
                 await self.recheck()
-            except Unavailable:
+            except Exception as exc:  # the barrier failed: timeout, no leader, no member key
                 if user is None and attempt is not None:
                     # This node has not heard of the account and cannot ask a leader now (it
                     # restarted behind its peers, say): nothing was checked, so nothing
                     # counts, or adapters with valid credentials would be backed off (429).
                     self.backoff.withdraw(attempt)
-                raise
+                if isinstance(exc, Unavailable):
+                    raise
+                raise _cannot_check_now() from exc
             fresh = self._users().get(name)
             if fresh is not None and fresh.password_hash != checked:
                 user, ok = fresh, await self._verify(password, fresh)
@@ -208,10 +210,12 @@ class Authenticator:
         if not ok and self.recheck is not None:
             try:
                 await self.recheck()
-            except Unavailable:
+            except Exception as exc:
                 if client is None:  # unknown here and no leader to ask: nothing was checked
                     self.backoff.withdraw(attempt)
-                raise
+                if isinstance(exc, Unavailable):
+                    raise
+                raise _cannot_check_now() from exc
             fresh = self._clients().get(client_id)
             if fresh is not None and fresh.secret_hash != checked:
                 client, ok = fresh, await self._verify_client(secret, fresh)
@@ -259,6 +263,14 @@ class Authenticator:
         self._cache[key] = _Verified(user.name, user.password_hash, expires)
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
+
+
+def _cannot_check_now() -> Unavailable:
+    """A 503 the adapter retries: the credentials may be right, this node could not tell."""
+    return Unavailable(
+        "This node cannot check these credentials now (it is catching up with the cluster).",
+        retry_after=1,
+    )
 
 
 def _account(kind: str, name: str | None) -> str | None:

@@ -392,6 +392,19 @@ def test_a_node_behind_without_a_leader_counts_no_account_it_has_not_heard_of() 
                 await a.authenticate(_header(basic(PLC[0], "guess")), "10.6.6.6")
         assert await _attempt(a, basic(*PLC), "10.0.0.1") == "429"
 
+        # Any failed barrier (a timeout, no member key yet after a restart) is the same: 503.
+        b, _ = _authenticator()
+
+        async def timed_out() -> None:
+            raise TimeoutError
+
+        b.recheck = timed_out
+        for _ in range(5):
+            with pytest.raises(Unavailable):
+                await b.authenticate(_header(late), "10.0.0.7")
+        with pytest.raises(Unavailable):
+            await b.authenticate(_header(late), "10.0.0.7")
+
     asyncio.run(scenario())
 
 
