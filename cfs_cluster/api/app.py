@@ -12,7 +12,6 @@ from fastapi.responses import Response
 from fastapi.routing import iter_route_contexts
 from fastapi_offline import FastAPIOffline
 from starlette.routing import Mount
-from starlette.types import ASGIApp
 
 from cfs_cluster import __version__
 from cfs_cluster.api import (
@@ -40,7 +39,7 @@ __all__ = ["create_app"]
 log = logging.getLogger("cfs.api")
 
 
-def create_app(node: Node) -> ASGIApp:
+def create_app(node: Node) -> FrontDoor:
     """The FastAPI app behind the front door; the lifespan starts and stops the node."""
 
     @asynccontextmanager

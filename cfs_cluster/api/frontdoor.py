@@ -13,14 +13,17 @@
 - Reads of replicated state (GET) first pass a read barrier (cluster/reads.py) unless
   ``?stale=true``; the view they may answer from travels in the request state
   (``api.requests.READ_VIEW``).
-- Heartbeats take a lean path: the same route match and role check, one JSON parse, one call
-  into the node. So do the batches of heartbeats followers relay (after the member signature). FastAPI's routing and validation would cost ~4x on this tiny request
-  (design.md); the FastAPI route of the same path still exists, so OpenAPI documents it.
+- Heartbeats take a lean path: the same route match and role check, then the heartbeat lane
+  (api/fastlane.py), which the HTTP protocol also calls directly for most heartbeats, below
+  ASGI. So do the batches of heartbeats followers relay (after the member signature).
+  FastAPI's routing and validation would cost ~4x on this tiny request (design.md); the
+  FastAPI route of the same path still exists, so OpenAPI documents it.
 - Bodies larger than the limit are refused with 413 before they are read in full.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import quote
@@ -29,15 +32,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cfs_cluster.api.cluster import answer_relay
 from cfs_cluster.api.errors import error_response_parts
-from cfs_cluster.api.models import HeartbeatBody, check_id, heartbeat_payload
+from cfs_cluster.api.fastlane import HEARTBEAT, JSON_HEADERS, HeartbeatLane, Reply
 from cfs_cluster.api.requests import CALLER, FROM_MEMBER, READ_VIEW, SENT_PATH
 from cfs_cluster.api.routes import Match, RouteTable
 from cfs_cluster.cluster.node import Node
 from cfs_cluster.cluster.reads import ReadView, parse_stale
 from cfs_cluster.engine import User
 from cfs_cluster.errors import CfsError, MethodNotAllowed, NotFound, PayloadTooLarge
-from cfs_cluster.protocol.bodies import load_json
-from cfs_cluster.protocol.heartbeat import RELAY_PATH, HeartbeatReport
+from cfs_cluster.protocol.heartbeat import RELAY_PATH
 from cfs_cluster.security.auth import refusal_headers
 from cfs_cluster.security.memberauth import MEMBER_HEADER, Caller
 from cfs_cluster.security.roles import MEMBERS, required_role
@@ -46,8 +48,6 @@ from cfs_cluster.security.tokens import Principal
 __all__ = ["HEARTBEAT", "FrontDoor"]
 
 _GROUP = "/api/v1/clientfailover/groups/{group_id}"
-HEARTBEAT = _GROUP + "/clientsessions/{session_id}/heartbeat"
-_JSON_HEADERS = [(b"content-type", b"application/json; charset=utf-8")]
 _MEMBER_HEADER = MEMBER_HEADER.encode()
 # GETs of routes under these prefixes read replicated state and are linearizable by default;
 # the rest (health, readiness, metrics, cluster status, API docs, OAuth discovery) describe
@@ -75,9 +75,10 @@ class FrontDoor:
         self.app = app
         self.node = node
         self.routes = routes
-        self._heartbeat_route = routes.route(HEARTBEAT)
+        self.heartbeat_route = routes.route(HEARTBEAT)
         self._relay_route = routes.route(RELAY_PATH)
         self.max_body = node.settings.max_body_bytes
+        self.lane = HeartbeatLane(node)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,7 +115,7 @@ class FrontDoor:
         except CfsError as exc:
             await _send_error(send, exc, refusal_headers(exc))
             return
-        if match.route is self._heartbeat_route:
+        if match.route is self.heartbeat_route:
             group_id, session_id = match.params
             await self._heartbeat(group_id, session_id, receive, send)
             return
@@ -176,28 +177,24 @@ class FrontDoor:
     async def _heartbeat(
         self, group_id: str, session_id: str, receive: Receive, send: Send
     ) -> None:
+        """A heartbeat the HTTP protocol did not take to the lane itself (a chunked body, an
+        in-process client): the lane's answer all the same."""
         try:
             body = await _read_body(receive, self.max_body)
-            parsed = HeartbeatBody.parse(load_json(body))
-            report = HeartbeatReport(
-                check_id(group_id, "groupId"),
-                check_id(session_id, "sessionId"),
-                parsed.score,
-                parsed.last_data_processed,
-                parsed.heartbeat_time,
-                parsed.held_role,
-                parsed.held_epoch,
-            )
-            answer = await self.node.heartbeat(report)
         except CfsError as exc:
             await _send_error(send, exc)
             return
-        await _send_json(send, heartbeat_payload(answer))
+        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.lane.answer_authorized(group_id, session_id, body, reply.set_result)
+        status, headers, payload = await reply
+        headers = [*headers, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
 
 async def _send_json(send: Send, payload: bytes) -> None:
     # With a content-length the server frames the answer as is, instead of chunking it.
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+    headers = [*JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from cfs_cluster import engine
@@ -318,25 +318,62 @@ class Node:
         return result
 
     async def heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
+        outcome = self.heartbeat_now(report)
+        return outcome if isinstance(outcome, HeartbeatAnswer) else await outcome
+
+    def heartbeat_now(
+        self, report: HeartbeatReport
+    ) -> HeartbeatAnswer | Awaitable[HeartbeatAnswer]:
+        """One heartbeat: its answer at once when the leader's steady-state fast path gives it;
+        else what to await for it — the relay's future on a follower (no task per heartbeat),
+        a coroutine when the leader must decide. Errors raise here or from the awaitable."""
         started = time.perf_counter()
-        path = "local" if self.coordinator.can_decide() else "relayed"
+        local = self.coordinator.can_decide()
         try:
-            answer = await self._answer_heartbeat(report)
+            outcome = self._answer_heartbeat(report, local)
+        except CfsError as exc:
+            self.metrics.heartbeat_errors.labels(str(exc.status)).inc()
+            raise
+        path = "local" if local else "relayed"
+        if isinstance(outcome, HeartbeatAnswer):
+            self.metrics.observe_heartbeat(path, started)
+            return outcome
+        if isinstance(outcome, asyncio.Future):
+            outcome.add_done_callback(lambda done: self._observe(done, path, started))
+            return outcome
+        return self._observed(outcome, path, started)
+
+    def _answer_heartbeat(
+        self, report: HeartbeatReport, local: bool
+    ) -> HeartbeatAnswer | Awaitable[HeartbeatAnswer]:
+        self._limit(report)
+        if local:
+            return self.coordinator.heartbeat_now(report)
+        if not self.replicator.leader_connected():
+            # Cut off from the leader (or no leader): say so now, so the adapter moves on to
+            # another node at once instead of waiting for a relay that cannot connect.
+            raise Unavailable("This node has no connection to a Raft leader.", retry_after=0.5)
+        return self.relay.enqueue(report)
+
+    def _observe(self, done: asyncio.Future[HeartbeatAnswer], path: str, started: float) -> None:
+        if done.cancelled():
+            return
+        exc = done.exception()
+        if isinstance(exc, CfsError):
+            self.metrics.heartbeat_errors.labels(str(exc.status)).inc()
+        elif exc is None:
+            self.metrics.observe_heartbeat(path, started)
+
+    async def _observed(
+        self, pending: Awaitable[HeartbeatAnswer], path: str, started: float
+    ) -> HeartbeatAnswer:
+        try:
+            answer = await pending
         except CfsError as exc:
             self.metrics.heartbeat_errors.labels(str(exc.status)).inc()
             raise
         self.metrics.observe_heartbeat(path, started)
         return answer
-
-    async def _answer_heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
-        self._limit(report)
-        if self.coordinator.can_decide():
-            return await self.coordinator.heartbeat(report)
-        if not self.replicator.leader_connected():
-            # Cut off from the leader (or no leader): say so now, so the adapter moves on to
-            # another node at once instead of waiting for a relay that cannot connect.
-            raise Unavailable("This node has no connection to a Raft leader.", retry_after=0.5)
-        return await self.relay.heartbeat(report)
 
     async def answer_relayed(self, report: HeartbeatReport) -> HeartbeatAnswer:
         """A heartbeat a follower relayed: the leader's rate limit applies too, so spreading

@@ -142,14 +142,17 @@ class Relay:
         return self._client
 
     async def heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[HeartbeatAnswer] = loop.create_future()
+        return await self.enqueue(report)
+
+    def enqueue(self, report: HeartbeatReport) -> asyncio.Future[HeartbeatAnswer]:
+        """Queue ``report`` for the next batch; the future gets the leader's answer."""
+        future: asyncio.Future[HeartbeatAnswer] = asyncio.get_running_loop().create_future()
         self._queue.append((report, future))
         if len(self._queue) >= MAX_BATCH and self._in_flight < MAX_IN_FLIGHT:
             self._flush()
         else:
             self._schedule_flush()
-        return await future
+        return future
 
     def _schedule_flush(self) -> None:
         """Send what is queued after ``linger`` (0 = once the current loop iteration's

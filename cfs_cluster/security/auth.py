@@ -51,7 +51,7 @@ from cfs_cluster.security.roles import allows, required_role
 from cfs_cluster.security.tokens import Principal, TokenService
 from cfs_cluster.settings import SecuritySettings
 
-__all__ = ["NO_USERS_YET", "Authenticator", "refusal_headers"]
+__all__ = ["NOT_NOW", "NO_USERS_YET", "Authenticator", "NotNow", "refusal_headers"]
 
 REALM_HEADER = (b"www-authenticate", b'Basic realm="cfs", charset="UTF-8"')
 BEARER_HEADER = (b"www-authenticate", b'Bearer realm="cfs"')
@@ -122,6 +122,39 @@ class Authenticator:
             self.on_failure(_failure_reason(exc, authorization))
             raise
         return who
+
+    def check_now(
+        self, method: str, template: str, authorization: bytes | None
+    ) -> engine.User | Principal | None | NotNow:
+        """``check`` without awaiting, when its answer is a success that needs nothing
+        asynchronous: an open node, a public route, a Basic header verified and cached, a
+        Bearer token that verifies. Anything else (no credentials, a first or a wrong password,
+        a lagging token, a missing role) is ``NOT_NOW``: the caller awaits ``check``, which
+        decides it and counts the failure, so both always reach the same decision."""
+        if not self.enabled():
+            return None
+        required = required_role(method, template)
+        if required is None:
+            return None
+        if not authorization or (not self._users() and not self._clients()):
+            return NOT_NOW
+        scheme, _, token = authorization.strip().partition(b" ")
+        who: engine.User | Principal | None
+        if scheme.lower() == b"bearer":
+            who = self._bearer_now(token.strip().decode("latin-1"))
+        else:
+            who, _ = self._cached(hmac.new(self._key, authorization, hashlib.sha256).digest())
+        if who is None or not allows(who.role, required):
+            return NOT_NOW
+        return who
+
+    def _bearer_now(self, token: str) -> Principal | None:
+        if self.tokens is None:
+            return None
+        try:
+            return self.tokens.verify(token)
+        except InvalidToken:
+            return None
 
     def check_vouched(self, method: str, template: str, caller: Caller | None) -> None:
         """The decision of ``check`` for a request another member forwarded: on the role of
@@ -263,6 +296,15 @@ class Authenticator:
         self._cache[key] = _Verified(user.name, user.password_hash, expires)
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
+
+
+class NotNow:
+    """``check_now``'s "await ``check`` for this one"."""
+
+    __slots__ = ()
+
+
+NOT_NOW = NotNow()
 
 
 def _cannot_check_now() -> Unavailable:
