@@ -2,7 +2,8 @@
 requests, probes.
 
 Heartbeats arriving at a follower are coalesced for ``linger`` seconds into one batch and
-posted to the leader's internal endpoint over a kept-alive connection. A batch that hits a
+posted to the leader's internal endpoint over a kept-alive connection of the member link
+(memberlink.py; read confirmations too), not httpx. A batch that hits a
 leader change is retried once against the new leader; heartbeats are idempotent (they only
 refresh liveness), so a retry is safe.
 
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from cfs_cluster.cluster.memberlink import LinkError, MemberLink
 from cfs_cluster.cluster.replication import Replicator
 from cfs_cluster.engine import Member
 from cfs_cluster.errors import BadRequest, CfsError, NotFound, TooManyRequests, Unavailable
@@ -108,6 +110,8 @@ class Relay:
         self._trusted: tuple[str, ...] = ()
         self._client = self._new_client()
         self._retired: list[httpx.AsyncClient] = []
+        self._trust = member_trust_context(self._trusted, self._peer_ca)
+        self._links: dict[str, MemberLink] = {}  # by API URL: the kept-alive relay calls
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._outcome: _Outcome | None = None
@@ -115,6 +119,8 @@ class Relay:
         self.relayed = 0
 
     async def close(self) -> None:
+        for link in self._links.values():
+            link.close()
         for client in (*self._retired, self._client):
             await client.aclose()
 
@@ -139,6 +145,10 @@ class Relay:
             # Requests in flight keep the old client; it is closed with the relay.
             self._retired.append(self._client)
             self._client = self._new_client()
+            self._trust = member_trust_context(self._trusted, self._peer_ca)
+            for link in self._links.values():
+                link.close()
+            self._links.clear()
         return self._client
 
     async def heartbeat(self, report: HeartbeatReport) -> HeartbeatAnswer:
@@ -217,19 +227,54 @@ class Relay:
         return results
 
     async def call_leader(self, path: str, payload: Any) -> Any:
-        """POST ``payload`` to the leader's internal endpoint ``path`` (under ``/_cluster/``);
-        the decoded JSON answer of a 200, else Unavailable."""
-        response = await self.request_leader("POST", path, json.dumps(payload).encode())
-        if response.status_code != 200:
-            raise Unavailable(
-                f"The leader answered {response.status_code} to {path}.", retry_after=0.5
-            )
+        """POST ``payload`` to the leader's internal endpoint ``path`` (under ``/_cluster/``)
+        over the kept-alive member link; the decoded JSON answer of a 200, else Unavailable."""
+        body = json.dumps(payload).encode()
+        leader, headers = self._signed(leader=self._leader(), method="POST", path=path, body=body)
+        link = self._link(leader.api_url)
         try:
-            return response.json()
+            status, content = await link.post(path, body, headers, self._timeout)
+        except LinkError as exc:
+            if exc.connecting:
+                self._note(leader.api_url, False, _connect_failure(exc.reason))
+            raise Unavailable(
+                f"Could not reach the leader at {leader.api_url}: {exc.reason}", retry_after=0.5
+            ) from exc
+        self._note_answer(leader.api_url, "POST", path, status)
+        if status != 200:
+            raise Unavailable(f"The leader answered {status} to {path}.", retry_after=0.5)
+        try:
+            return json.loads(content)
         except ValueError as exc:
             raise Unavailable(
                 f"The leader's answer to {path} is not JSON.", retry_after=0.5
             ) from exc
+
+    def _signed(
+        self, leader: Member, method: str, path: str, body: bytes, caller: Caller | None = None
+    ) -> tuple[Member, list[tuple[str, str]]]:
+        try:
+            signature = self._auth.sign(method, path, body, leader.node_id, caller)
+        except Unavailable as exc:
+            self._note(leader.api_url, False, exc.reason)
+            raise
+        return leader, [(MEMBER_HEADER, signature), ("content-type", "application/json")]
+
+    def _note_answer(self, leader_url: str, method: str, path: str, status: int) -> None:
+        if is_internal(path) and status not in (200, 503):
+            # 401: the leader refused the signature; 404: it does not serve the internal
+            # route (a release without it, mid-upgrade). 503 is an election, not the relay.
+            self._note(leader_url, False, f"the leader answered {status} to {method} {path}")
+        else:
+            self._note(leader_url, True, "ready")
+
+    def _link(self, api_url: str) -> MemberLink:
+        self._current_client()  # rebuilds the trust (and drops the links) when it changed
+        link = self._links.get(api_url)
+        if link is None:
+            link = MemberLink(api_url, self._trust, connect_timeout=min(1.0, self._timeout))
+            self._links[api_url] = link
+        return link
 
     async def request_leader(
         self,
@@ -244,13 +289,8 @@ class Relay:
         who a forwarded request speaks for (the leader checks that role, and never sees the
         caller's credentials). ``path`` is signed as given: a query must already be
         percent-encoded. Any answer is returned; no answer is Unavailable."""
-        leader = self._leader()
-        try:
-            signature = self._auth.sign(method, path, body, leader.node_id, caller)
-        except Unavailable as exc:
-            self._note(leader.api_url, False, exc.reason)
-            raise
-        headers = {MEMBER_HEADER: signature, "content-type": "application/json"}
+        leader, signed = self._signed(self._leader(), method, path, body, caller)
+        headers = dict(signed)
         try:
             response = await self._current_client().request(
                 method,
@@ -261,17 +301,11 @@ class Relay:
             )
         except httpx.HTTPError as exc:
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                self._note(leader.api_url, False, _connect_failure(exc))
+                self._note(leader.api_url, False, _connect_failure(str(exc) or type(exc).__name__))
             raise Unavailable(
                 f"Could not reach the leader at {leader.api_url}: {exc}", retry_after=0.5
             ) from exc
-        if is_internal(path) and response.status_code not in (200, 503):
-            # 401: the leader refused the signature; 404: it does not serve the internal
-            # route (a release without it, mid-upgrade). 503 is an election, not the relay.
-            why = f"the leader answered {response.status_code} to {method} {path}"
-            self._note(leader.api_url, False, why)
-        else:
-            self._note(leader.api_url, True, "ready")
+        self._note_answer(leader.api_url, method, path, response.status_code)
         return response
 
     # ----------------------------------------------------------------- reachability
@@ -345,8 +379,7 @@ class Relay:
                 return
 
 
-def _connect_failure(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
+def _connect_failure(text: str) -> str:
     if "CERTIFICATE" in text:
         return (
             f"{text} (the leader's certificate is not trusted: give every member the CA "
