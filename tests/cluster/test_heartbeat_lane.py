@@ -247,9 +247,9 @@ def test_every_node_gives_the_same_role(cluster: Cluster) -> None:
     for session in ("s1", "s2"):
         target = f"{G}/g/clientsessions/{session}/heartbeat"
         roles = {
-            json.loads(one(port, request_bytes(target, b'{"FailoverScore": 1}', ADAPTER_AUTH)).body)[
-                "Role"
-            ]
+            json.loads(
+                one(port, request_bytes(target, b'{"FailoverScore": 1}', ADAPTER_AUTH)).body
+            )["Role"]
             for port in (leader, *followers)
         }
         assert len(roles) == 1, (session, roles)

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -282,7 +281,9 @@ def test_relay_batches_share_one_kept_alive_connection(run: Callable[[Any], Any]
 
 
 @LOOPS
-def test_a_connection_the_leader_closed_is_replaced_without_an_error(run: Callable[[Any], Any]) -> None:
+def test_a_connection_the_leader_closed_is_replaced_without_an_error(
+    run: Callable[[Any], Any],
+) -> None:
     """The leader closes every connection after one answer (its keep-alive timeout, a
     restart): each next batch finds its idle connection closed and goes on a new one."""
     leader = Leader(beat_answers)
