@@ -93,15 +93,20 @@ def _capacity_rows(c: dict[str, Any] | None) -> list[Row]:
         run = c.get(key)
         if not run:
             continue
-        hb = run["heartbeat_load"]
-        rows.append(capacity_row(label, run, hb))
+        rows.append(capacity_row(label, run, run["heartbeat_load"]))
+        if "start_load" in run:
+            rows.append(capacity_row(label, run, run["start_load"], MASS_START))
     return rows
 
 
-def capacity_row(label: str, run: dict[str, Any], hb: dict[str, Any]) -> Row:
+STEADY = "steady state"
+MASS_START = "mass start (the first T: every grant and confirmation a Raft write)"
+
+
+def capacity_row(label: str, run: dict[str, Any], hb: dict[str, Any], phase: str = STEADY) -> Row:
     what = (
         f"{label}{num(run['sessions'])} sessions at T = {num(run['T_s'])} s, heartbeat every "
-        f"T/2, open loop: p99 ≤ {num(CAPACITY_P99_MS)} ms, zero errors"
+        f"T/2, open loop, {phase}: p99 ≤ {num(CAPACITY_P99_MS)} ms, zero errors"
     )
     measured = (
         f"{num(hb['achieved_rate'])}/s of {num(hb['target_rate'])}/s: p50 {num(hb['p50_ms'], 1)} "
