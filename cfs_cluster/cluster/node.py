@@ -32,6 +32,9 @@ from cfs_cluster.settings import Settings
 
 __all__ = ["Node"]
 
+# What this release can apply beyond every release's commands, published with the member.
+FEATURES = (engine.BATCH_FEATURE,)
+
 log = logging.getLogger("cfs.node")
 
 
@@ -238,8 +241,9 @@ class Node:
             raft=s.raft_address,
             api_url=s.api_url,
             certificate=certificate,
+            features=FEATURES,
         )
-        wanted = engine.Member(s.node_id, s.raft_address, s.api_url, certificate)
+        wanted = engine.Member(s.node_id, s.raft_address, s.api_url, certificate, FEATURES)
         while True:
             if self.replicator.state.members.get(s.node_id) == wanted:
                 return

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +59,28 @@ _RETRYABLE_FENCED = {FAIL_REASON.QUEUE_FULL}
 _RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
+Callback = Callable[[Any, int], None]  # pysyncobj's: (result, FAIL_REASON)
+MAX_BATCH_COMMANDS = 256  # commands per Batch entry; more submitted at once make more entries
+
+
+class _BatchCallback:
+    """pysyncobj's callback for a Batch: each command's submitter gets its own result, or the
+    batch's failure (none of its commands was applied, or the outcome is unknown for all)."""
+
+    def __init__(self, callbacks: list[Callback]) -> None:
+        self._callbacks = callbacks
+
+    def __call__(self, result: Any, err: int) -> None:
+        items = result.items if isinstance(result, engine.Result) else ()
+        if err == FAIL_REASON.SUCCESS and len(items) == len(self._callbacks):
+            for callback, item in zip(self._callbacks, items, strict=True):
+                callback(item, err)
+            return
+        failure = err if err != FAIL_REASON.SUCCESS else FAIL_REASON.UNKNOWN_OUTCOME
+        for callback in self._callbacks:
+            callback(None, failure)
+
+
 class _Store(SyncObjConsumer):  # type: ignore[misc]
     """The replicated object. Only ``state`` is serialized into snapshots."""
 
@@ -72,11 +95,18 @@ class _Store(SyncObjConsumer):  # type: ignore[misc]
     def apply_command(self, command: engine.Command) -> engine.Result:
         with self.lock:
             result = engine.apply(self.state, command)
+        if type(command) is engine.Batch:  # the hooks see each command, as if unbatched
+            for each, outcome in zip(command.commands, result.items, strict=False):
+                self._applied(each, outcome)
+        else:
+            self._applied(command, result)
+        return result
+
+    def _applied(self, command: engine.Command, result: engine.Result) -> None:
         try:
             self.on_applied(command, result)
         except Exception:  # a hook must never wedge the tick thread
             log.exception("apply hook failed")
-        return result
 
     def _deserialize(self, data: dict[str, Any]) -> None:
         with self.lock:
@@ -143,6 +173,7 @@ class Replicator:
         self._probes: dict[int, _Probe] = {}
         self._probe_seq = 0
         self._applied_waiters: list[tuple[int, Callable[[], None]]] = []
+        self._pending: list[tuple[engine.Command, Callback]] = []  # this loop turn's writes
         # Opened (and verified: StorageCorrupt) here, so a damaged journal stops the node
         # before it serves anything.
         self._storage = open_storage(data_dir, fsync=fsync)
@@ -257,7 +288,7 @@ class Replicator:
         def callback(result: Any, err: int) -> None:
             loop.call_soon_threadsafe(resolve, result, err)
 
-        self._store.apply_command(command, callback=callback)
+        self._enqueue(command, callback)
         try:
             result, err = await asyncio.wait_for(future, max(0.01, deadline - time.monotonic()))
         except TimeoutError:
@@ -265,6 +296,46 @@ class Replicator:
         if err == FAIL_REASON.SUCCESS and isinstance(result, engine.Result):
             return result
         return int(err) if err != FAIL_REASON.SUCCESS else int(FAIL_REASON.UNKNOWN_OUTCOME)
+
+    # ----------------------------------------------------------------- batching
+
+    def _enqueue(self, command: engine.Command, callback: Callback) -> None:
+        """Hand ``command`` to Raft: with the other commands submitted in this turn of the
+        event loop, as one ``Batch`` entry, once every voter can apply batches."""
+        self._pending.append((command, callback))
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_pending)
+
+    def _flush_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        if len(pending) == 1 or not self.voters_apply_batches():
+            for command, callback in pending:
+                self._store.apply_command(command, callback=callback)
+            return
+        for start in range(0, len(pending), MAX_BATCH_COMMANDS):
+            chunk = pending[start : start + MAX_BATCH_COMMANDS]
+            if len(chunk) == 1:
+                self._store.apply_command(chunk[0][0], callback=chunk[0][1])
+                continue
+            batch = engine.Batch(
+                request_id=f"batch:{uuid.uuid4().hex}", commands=tuple(c for c, _ in chunk)
+            )
+            self._store.apply_command(batch, callback=_BatchCallback([cb for _, cb in chunk]))
+
+    def voters_apply_batches(self) -> bool:
+        """Every Raft voter (this node included) published that it applies ``Batch``: a
+        member of an earlier release would not, and must never be sent one."""
+        try:
+            voters = {self._self_address, *self.other_addresses()}
+        except RuntimeError:  # pysyncobj's tick thread changed the voter set meanwhile
+            return False
+        with self._store.lock:
+            able = {
+                m.raft
+                for m in self._store.state.members.values()
+                if engine.BATCH_FEATURE in m.features
+            }
+        return voters <= able
 
     # ----------------------------------------------------------------- reads
 

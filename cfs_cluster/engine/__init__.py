@@ -58,7 +58,7 @@ from cfs_cluster.engine.accounts import (
     UpdateUser,
     User,
 )
-from cfs_cluster.engine.commands import Code, Command, Result
+from cfs_cluster.engine.commands import BATCH_FEATURE, Batch, Code, Command, Result
 from cfs_cluster.engine.configuration import (
     AddHealthEndpoints,
     DeleteHealthEndpoint,
@@ -94,6 +94,8 @@ __all__ = [
     "ADMINISTRATORS",
     "apply",
     "ClusterState",
+    "BATCH_FEATURE",
+    "Batch",
     "Code",
     "Command",
     "CreateGroup",

@@ -15,6 +15,22 @@ class Command(Upgradable):
     request_id: str
 
 
+# A member that can apply ``Batch`` entries says so in its published record (members.Member);
+# a leader sends batches only once every voter has.
+BATCH_FEATURE = "batch"
+
+
+@dataclass(frozen=True)
+class Batch(Command):
+    """Commands submitted together, in one Raft entry: applied in order, each exactly as if it
+    were an entry of its own (its own handler, term fence and request-id deduplication), with
+    one result each in ``Result.items``. One entry instead of many saves the per-entry cost of
+    Raft (pickling, encryption, a message per follower, journal framing) when many decisions
+    are made at once — a whole plant's adapters starting together."""
+
+    commands: tuple[Command, ...] = ()
+
+
 class Code(StrEnum):
     CREATED = "created"
     OK = "ok"
@@ -35,6 +51,7 @@ class Result:
     detail: str = ""
     epoch: int = 0
     expiry: int | None = None
+    items: tuple[Result, ...] = ()  # a Batch's results, one per command
 
 
 # What a state machine's handler does with one command; ``apply`` dispatches on the type.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cfs_cluster.engine import accounts, configuration, failover, members
-from cfs_cluster.engine.commands import Code, Command, Handler, Result
+from cfs_cluster.engine.commands import Batch, Code, Command, Handler, Result
 from cfs_cluster.engine.failover import Decide, SaveCheckpoint
 from cfs_cluster.engine.members import OpenTerm
 from cfs_cluster.engine.state import ClusterState
@@ -23,6 +23,16 @@ HANDLERS: Mapping[type[Command], Handler] = {
 
 def apply(state: ClusterState, command: Command) -> Result:
     """Apply one committed command. Total: any unexpected failure becomes an INVALID result."""
+    if type(command) is Batch:
+        if not isinstance(command.commands, tuple):
+            return Result(Code.INVALID, "a Batch without a tuple of commands")
+        return Result(Code.OK, items=tuple(_apply_one(state, c) for c in command.commands))
+    return _apply_one(state, command)
+
+
+def _apply_one(state: ClusterState, command: Command) -> Result:
+    if type(command) is Batch:  # batches do not nest
+        return Result(Code.INVALID, "a Batch inside a Batch")
     # Guarded too: a log entry that is not a Command (no request_id) or has an unhashable
     # request_id would raise AttributeError/TypeError here and wedge every replica.
     try:

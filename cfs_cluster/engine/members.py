@@ -21,6 +21,9 @@ class Member(Upgradable):
     # PEM of the API certificate when TLS is on, so the other members' relays can trust a
     # self-signed certificate without a shared CA; "" = plain HTTP or not published yet.
     certificate: str = ""
+    # What this member's release can apply beyond the commands every release knows
+    # (commands.BATCH_FEATURE); () for a member of an earlier release.
+    features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,14 @@ class RegisterMember(Command):
     raft: str
     api_url: str
     certificate: str = ""
+    features: tuple[str, ...] = ()
 
 
 def _register_member(state: ClusterState, cmd: RegisterMember) -> Result:
-    state.members[cmd.node_id] = Member(cmd.node_id, cmd.raft, cmd.api_url, cmd.certificate)
+    features = tuple(f for f in cmd.features if isinstance(f, str))
+    state.members[cmd.node_id] = Member(
+        cmd.node_id, cmd.raft, cmd.api_url, cmd.certificate, features
+    )
     return Result(Code.OK)
 
 

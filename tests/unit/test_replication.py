@@ -279,3 +279,110 @@ def test_a_denied_membership_change_is_a_conflict(tmp_path: Path) -> None:
         ("add", "127.0.0.1:7003"),
         ("remove", "127.0.0.1:7003"),
     ]
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def able(rep: Replicator, *addresses: str) -> None:
+    """Publish members at ``addresses`` that say they apply batches."""
+    for i, address in enumerate(addresses):
+        rep._store.state.members[f"n{i}"] = engine.Member(
+            f"n{i}", address, f"http://{address}", "", (engine.BATCH_FEATURE,)
+        )
+
+
+def applying(rep: Replicator) -> list[engine.Command]:
+    """The replicated call applies each entry to the store's state at once (a one-voter log)."""
+    entries: list[engine.Command] = []
+    replicated = rep._store.apply_command  # pysyncobj's wrapper: _doApply runs the apply itself
+
+    def apply_command(command: engine.Command, callback: Callable[[Any, int], None]) -> None:
+        entries.append(command)
+        callback(replicated(command, _doApply=True), FAIL_REASON.SUCCESS)
+
+    rep._store.apply_command = apply_command  # type: ignore[method-assign]
+    return entries
+
+
+def group(i: int) -> engine.CreateGroup:
+    return engine.CreateGroup(f"r{i}", f"g{i}", None, None, 100_000_000)
+
+
+async def submit_all(rep: Replicator, commands: list[engine.Command]) -> list[Any]:
+    return await asyncio.gather(*(rep.submit(c, 1.0) for c in commands), return_exceptions=True)
+
+
+def test_writes_of_one_loop_turn_go_as_one_batch_once_every_voter_applies_them(
+    tmp_path: Path,
+) -> None:
+    rep = replicator(tmp_path, FakeSyncObj(others=["127.0.0.1:7002", "127.0.0.1:7003"]))
+    able(rep, SELF, "127.0.0.1:7002", "127.0.0.1:7003")
+    applied: list[engine.Command] = []
+    rep._store.on_applied = lambda command, result: applied.append(command)
+    entries = applying(rep)
+    missing = engine.DeleteGroup("r9", "nosuch")
+    commands: list[engine.Command] = [group(1), group(2), missing]
+    results = asyncio.run(submit_all(rep, commands))
+    assert [type(e) for e in entries] == [engine.Batch]
+    assert entries[0].commands == tuple(commands)  # type: ignore[attr-defined]
+    assert [r.code for r in results[:2]] == [engine.Code.CREATED] * 2
+    assert results[2].code == engine.Code.GROUP_NOT_FOUND  # its own result, not the batch's
+    assert applied == commands  # the apply hooks saw each command, in order
+    assert sorted(rep._store.state.groups) == ["g1", "g2"]
+
+
+def test_no_batch_while_a_voter_has_not_said_it_applies_them(tmp_path: Path) -> None:
+    """A member of an earlier release publishes no features: it could not apply a Batch."""
+    rep = replicator(tmp_path, FakeSyncObj(others=["127.0.0.1:7002", "127.0.0.1:7003"]))
+    able(rep, SELF, "127.0.0.1:7002")  # 7003 has not published (or is of an older release)
+    entries = applying(rep)
+    results = asyncio.run(submit_all(rep, [group(1), group(2)]))
+    assert [type(e) for e in entries] == [engine.CreateGroup, engine.CreateGroup]
+    assert [r.code for r in results] == [engine.Code.CREATED] * 2
+
+
+def test_a_failed_batch_fails_each_of_its_commands(tmp_path: Path) -> None:
+    rep = replicator(tmp_path, FakeSyncObj(others=[]))
+    able(rep, SELF)
+    submitted = with_outcomes(rep, [(None, FAIL_REASON.REQUEST_DENIED)])
+    results = asyncio.run(submit_all(rep, [group(1), group(2)]))
+    assert [type(e) for e in submitted] == [engine.Batch]
+    assert all(isinstance(r, Unavailable) and "REQUEST_DENIED" in r.reason for r in results)
+
+
+def test_a_batch_is_applied_as_its_commands_one_by_one(tmp_path: Path) -> None:
+    """Per command: its handler, its deduplication by request id, its own result; a batch
+    inside a batch or a batch of something else is refused, and changes nothing."""
+    state = engine.ClusterState()
+    first = engine.apply(state, engine.Batch("b1", (group(1), group(2))))
+    again = engine.apply(state, engine.Batch("b2", (group(1), group(3))))  # r1 retried
+    assert [r.code for r in first.items] == [engine.Code.CREATED] * 2
+    assert again.items[0] == first.items[0]  # deduplicated, as an entry of its own would be
+    assert again.items[1].code == engine.Code.CREATED
+    nested = engine.apply(state, engine.Batch("b3", (engine.Batch("b4", (group(4),)),)))
+    assert nested.items[0].code == engine.Code.INVALID
+    junk = engine.apply(state, engine.Batch("b5", ["not", "commands"]))  # type: ignore[arg-type]
+    assert junk.code == engine.Code.INVALID and not junk.items
+    odd = engine.apply(state, engine.Batch("b6", ("not a command",)))  # type: ignore[arg-type]
+    assert odd.items[0].code == engine.Code.INVALID
+    assert sorted(state.groups) == ["g1", "g2", "g3"]
+
+
+def test_a_batch_leaves_the_state_its_commands_one_by_one_would(tmp_path: Path) -> None:
+    """The same commands, as entries of their own and as one Batch: the same results and the
+    same state (a decision of an old term refused by its fence either way)."""
+    import copy
+
+    def commands() -> list[engine.Command]:
+        stale = engine.Decide("d1", "g1", 0, "a", None, False, "test", 0, term=2)
+        return [group(1), group(2), engine.DeleteGroup("x1", "g2"), group(1), stale, group(3)]
+
+    alone, batched = engine.ClusterState(), engine.ClusterState()
+    alone.opened_term = batched.opened_term = 3
+    one_by_one = [engine.apply(alone, c) for c in commands()]
+    together = engine.apply(batched, engine.Batch("b", tuple(commands())))
+    assert list(together.items) == one_by_one
+    assert one_by_one[4].code != engine.Code.OK  # the fence held inside the batch too
+    assert copy.deepcopy(alone.groups) == batched.groups
+    assert list(alone.applied) == list(batched.applied)
