@@ -19,7 +19,6 @@ import asyncio
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pysyncobj.config import FAIL_REASON
 from cfs_cluster import engine
 from cfs_cluster.cluster.lease import LeaderContact, LeaseTracker
 from cfs_cluster.cluster.prevote import PreVotingSyncObj
+from cfs_cluster.cluster.writebatch import WriteBatcher
 from cfs_cluster.errors import Conflict, StorageUnavailable, Unavailable
 from cfs_cluster.settings import RaftSettings
 from cfs_cluster.storage.durable import STORAGE_REFUSED
@@ -57,28 +57,6 @@ _RETRYABLE = {
 # term fence refuses it only after that leader's OpenTerm). Only a full queue is certain.
 _RETRYABLE_FENCED = {FAIL_REASON.QUEUE_FULL}
 _RAFT_STATES = {0: "follower", 1: "candidate", 2: "leader"}
-
-
-Callback = Callable[[Any, int], None]  # pysyncobj's: (result, FAIL_REASON)
-MAX_BATCH_COMMANDS = 256  # commands per Batch entry; more submitted at once make more entries
-
-
-class _BatchCallback:
-    """pysyncobj's callback for a Batch: each command's submitter gets its own result, or the
-    batch's failure (none of its commands was applied, or the outcome is unknown for all)."""
-
-    def __init__(self, callbacks: list[Callback]) -> None:
-        self._callbacks = callbacks
-
-    def __call__(self, result: Any, err: int) -> None:
-        items = result.items if isinstance(result, engine.Result) else ()
-        if err == FAIL_REASON.SUCCESS and len(items) == len(self._callbacks):
-            for callback, item in zip(self._callbacks, items, strict=True):
-                callback(item, err)
-            return
-        failure = err if err != FAIL_REASON.SUCCESS else FAIL_REASON.UNKNOWN_OUTCOME
-        for callback in self._callbacks:
-            callback(None, failure)
 
 
 class _Store(SyncObjConsumer):  # type: ignore[misc]
@@ -173,7 +151,7 @@ class Replicator:
         self._probes: dict[int, _Probe] = {}
         self._probe_seq = 0
         self._applied_waiters: list[tuple[int, Callable[[], None]]] = []
-        self._pending: list[tuple[engine.Command, Callback]] = []  # this loop turn's writes
+        self._writes = WriteBatcher(self._store, self.voters_apply_batches)
         # Opened (and verified: StorageCorrupt) here, so a damaged journal stops the node
         # before it serves anything.
         self._storage = open_storage(data_dir, fsync=fsync)
@@ -288,7 +266,7 @@ class Replicator:
         def callback(result: Any, err: int) -> None:
             loop.call_soon_threadsafe(resolve, result, err)
 
-        self._enqueue(command, callback)
+        self._writes.submit(command, callback)
         try:
             result, err = await asyncio.wait_for(future, max(0.01, deadline - time.monotonic()))
         except TimeoutError:
@@ -298,29 +276,6 @@ class Replicator:
         return int(err) if err != FAIL_REASON.SUCCESS else int(FAIL_REASON.UNKNOWN_OUTCOME)
 
     # ----------------------------------------------------------------- batching
-
-    def _enqueue(self, command: engine.Command, callback: Callback) -> None:
-        """Hand ``command`` to Raft: with the other commands submitted in this turn of the
-        event loop, as one ``Batch`` entry, once every voter can apply batches."""
-        self._pending.append((command, callback))
-        if len(self._pending) == 1:
-            asyncio.get_running_loop().call_soon(self._flush_pending)
-
-    def _flush_pending(self) -> None:
-        pending, self._pending = self._pending, []
-        if len(pending) == 1 or not self.voters_apply_batches():
-            for command, callback in pending:
-                self._store.apply_command(command, callback=callback)
-            return
-        for start in range(0, len(pending), MAX_BATCH_COMMANDS):
-            chunk = pending[start : start + MAX_BATCH_COMMANDS]
-            if len(chunk) == 1:
-                self._store.apply_command(chunk[0][0], callback=chunk[0][1])
-                continue
-            batch = engine.Batch(
-                request_id=f"batch:{uuid.uuid4().hex}", commands=tuple(c for c, _ in chunk)
-            )
-            self._store.apply_command(batch, callback=_BatchCallback([cb for _, cb in chunk]))
 
     def voters_apply_batches(self) -> bool:
         """Every Raft voter (this node included) published that it applies ``Batch``: a

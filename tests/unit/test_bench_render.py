@@ -155,7 +155,10 @@ def test_profile_samples_are_attributed_to_the_nearest_layer(tmp_path: Path) -> 
         "heartbeat (/w/cfs_cluster/cluster/liveness.py:10);"
         "dumps (/usr/lib/python3.11/json/__init__.py:5) 30",
         "_run (/w/cfs_cluster/api/frontdoor.py:3);check (/w/cfs_cluster/security/auth.py:9) 20",
-        f"send ({site}/uvicorn/protocols/http/httptools_impl.py:1) 40",
+        f"send ({site}/uvicorn/protocols/http/httptools_impl.py:1) 30",
+        "data_received (/w/cfs_cluster/api/connection.py:6);"
+        "_report (/w/cfs_cluster/api/fastlane.py:7) 4",
+        "data_received (/w/cfs_cluster/api/connection.py:6) 6",
         f"_onTick ({site}/pysyncobj/syncobj.py:1);loads ({site}/pysyncobj/pickle.py:2) 5",
         "Runner.run (/usr/lib/python3.11/asyncio/runners.py:118) 5",
     ]
@@ -163,7 +166,8 @@ def test_profile_samples_are_attributed_to_the_nearest_layer(tmp_path: Path) -> 
     path.write_text("\n".join(stacks) + "\n")
     areas = {a["function"]: a["pct"] for a in measure.summarize_profile(path)["areas"]}
     assert areas == {
-        "HTTP server (uvicorn, httptools)": 40.0,
+        "HTTP server (uvicorn, httptools, api/connection.py)": 36.0,
+        "API handlers (front door, heartbeat lane, routes)": 4.0,
         "liveness (heartbeat bookkeeping, checkpoints, sweep)": 30.0,
         "auth (credentials, tokens, rate limits)": 20.0,
         "pysyncobj (Raft, pickling, encryption)": 5.0,
