@@ -9,6 +9,7 @@ import json
 import random
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cfs_cluster.agent import AgentSettings, ClientRole, FailoverAgent, RoleChange
@@ -98,6 +99,45 @@ def _register_primaries(cluster: systems.CfsCluster, groups: list[str]) -> None:
             raise RuntimeError(f"registering {len(bad)} of {len(results)} failed: {bad[:3]}")
 
 
+class _Primary:
+    """Adapter a of a trial: its request every T/2 from ``t0`` until it crashes at ``stop_at``
+    (no more requests, no unregistering); ``last`` is when it was last answered 200."""
+
+    def __init__(self, conn: Connection, t0: float, last: float = 0.0) -> None:
+        self.conn, self.t0, self.last = conn, t0, last
+        self.stop_at = float("inf")
+
+    async def beat(self, request: bytes) -> None:
+        next_at = self.t0
+        while True:
+            next_at += T_FAILOVER / 2
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            if time.perf_counter() >= self.stop_at:
+                return
+            status, _ = await self.conn.request(request, 5)
+            if status == 200:
+                self.last = time.perf_counter()
+
+
+async def _watch_decision(
+    conn: Connection,
+    request: bytes,
+    primary: _Primary,
+    deadline: float,
+    decided: Callable[[Any], bool],
+    result: dict[str, float],
+) -> None:
+    """Poll ``request`` every 50 ms once a has crashed; 'decided_s' when its JSON answer says so."""
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+        if time.perf_counter() < primary.stop_at:
+            continue
+        status, body = await conn.request(request, 5)
+        if status == 200 and decided(json.loads(body)):
+            result["decided_s"] = time.perf_counter() - primary.last
+            return
+
+
 async def _cfs_trials(
     ports: list[int], count: int, headers: dict[str, str]
 ) -> list[dict[str, float]]:
@@ -130,23 +170,11 @@ async def _cfs_trial(port: int, group: str, seed: int, headers: dict[str, str]) 
     half = T_FAILOVER / 2
     t0 = time.perf_counter()
     deadline = t0 + TRIAL_LIMIT
-    last_a = 0.0
+    a = _Primary(conns["a"], t0)
     # a first, so a is primary; b joins half a period later
     await conns["a"].request(hb["a"], 5)
-    stop_a_at = t0 + 3 * T_FAILOVER + rng.random() * half
+    a.stop_at = t0 + 3 * T_FAILOVER + rng.random() * half
     result: dict[str, float] = {}
-
-    async def adapter_a() -> None:
-        nonlocal last_a
-        next_at = t0
-        while True:
-            next_at += half
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-            if time.perf_counter() >= stop_a_at:
-                return
-            status, _ = await conns["a"].request(hb["a"], 5)
-            if status == 200:
-                last_a = time.perf_counter()
 
     async def adapter_b() -> None:
         next_at = t0 + rng.random() * half
@@ -158,22 +186,16 @@ async def _cfs_trial(port: int, group: str, seed: int, headers: dict[str, str]) 
                 role = json.loads(body).get("Role") if status == 200 else None
                 if role != 2:
                     break
-            if role == 1 and time.perf_counter() > stop_a_at:
-                result["answered_s"] = time.perf_counter() - last_a
+            if role == 1 and time.perf_counter() > a.stop_at:
+                result["answered_s"] = time.perf_counter() - a.last
                 return
 
-    async def watcher() -> None:
-        while time.perf_counter() < deadline:
-            await asyncio.sleep(0.05)
-            if time.perf_counter() < stop_a_at:
-                continue
-            status, body = await conns["status"].request(status_req, 5)
-            if status == 200 and json.loads(body).get("Primary") == "b":
-                result["decided_s"] = time.perf_counter() - last_a
-                return
+    def b_is_primary(status: Any) -> bool:
+        return bool(status.get("Primary") == "b")
 
+    watcher = _watch_decision(conns["status"], status_req, a, deadline, b_is_primary, result)
     try:
-        await asyncio.gather(adapter_a(), adapter_b(), watcher())
+        await asyncio.gather(a.beat(hb["a"]), adapter_b(), watcher)
     finally:
         for conn in conns.values():
             conn.close()
@@ -214,18 +236,18 @@ async def _agent_trial(
     half = T_FAILOVER / 2
     result: dict[str, Any] = {}
     promoted = asyncio.Event()
-    last_a = 0.0
-    stop_a_at = float("inf")  # set once a is primary and the agent runs
+    t0 = time.perf_counter()
+    a = _Primary(conn, t0)  # its stop_at is set once a is primary and the agent runs
 
     def on_role_change(change: RoleChange) -> None:
         now = time.perf_counter()
         if change.new != ClientRole.Primary:
             return
-        if now < stop_a_at:  # Primary while a still heartbeats: a protocol error, count it
+        if now < a.stop_at:  # Primary while a still heartbeats: a protocol error, count it
             result["early_primary"] = result.get("early_primary", 0) + 1
             return
         if "agent_s" not in result:
-            result["agent_s"] = now - last_a
+            result["agent_s"] = now - a.last
             promoted.set()
 
     agent = FailoverAgent(
@@ -240,30 +262,17 @@ async def _agent_trial(
         ),
         on_role_change=on_role_change,
     )
-    t0 = time.perf_counter()
     status, body = await conn.request(hb_a, 5)  # a first, so a is primary
     if status != 200 or json.loads(body).get("Role") != 1:
         conn.close()
         return {"error": f"a not primary: {status} {body[:100]!r}"}
 
-    async def adapter_a() -> None:
-        nonlocal last_a
-        next_at = t0
-        while True:
-            next_at += half
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-            if time.perf_counter() >= stop_a_at:
-                return  # crashed: no more heartbeats, no unregistering
-            status, _ = await conn.request(hb_a, 5)
-            if status == 200:
-                last_a = time.perf_counter()
-
     try:
         await asyncio.sleep(rng.random() * half)  # b's heartbeat phase is random, as above
         await agent.start()
         result["role_before_crash"] = agent.role.name
-        stop_a_at = t0 + 3 * T_FAILOVER + rng.random() * half
-        runner = asyncio.create_task(adapter_a())
+        a.stop_at = t0 + 3 * T_FAILOVER + rng.random() * half
+        runner = asyncio.create_task(a.beat(hb_a))
         try:
             async with asyncio.timeout(max(0.0, t0 + TRIAL_LIMIT - time.perf_counter())):
                 await promoted.wait()
@@ -315,21 +324,9 @@ async def _etcd_trial(
     t0 = time.perf_counter()
     deadline = t0 + 30
     await conns["a"].request(take(lease_a, "a"), 5)
-    last_a = time.perf_counter()
-    stop_a_at = t0 + 3 * T_FAILOVER + rng.random() * half
+    a = _Primary(conns["a"], t0, last=time.perf_counter())
+    a.stop_at = t0 + 3 * T_FAILOVER + rng.random() * half
     result: dict[str, float] = {}
-
-    async def adapter_a() -> None:
-        nonlocal last_a
-        next_at = t0
-        while True:
-            next_at += half
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-            if time.perf_counter() >= stop_a_at:
-                return
-            status, _ = await conns["a"].request(keepalive(lease_a), 5)
-            if status == 200:
-                last_a = time.perf_counter()
 
     async def adapter_b() -> None:
         next_at = t0 + rng.random() * half
@@ -339,21 +336,15 @@ async def _etcd_trial(
             await conns["b"].request(keepalive(lease_b), 5)
             status, body = await conns["b"].request(take(lease_b, "b"), 5)
             if status == 200 and json.loads(body).get("succeeded"):
-                result["answered_s"] = time.perf_counter() - last_a
+                result["answered_s"] = time.perf_counter() - a.last
                 return
 
-    async def watcher() -> None:
-        while time.perf_counter() < deadline:
-            await asyncio.sleep(0.05)
-            if time.perf_counter() < stop_a_at:
-                continue
-            status, body = await conns["watch"].request(range_req, 5)
-            if status == 200 and not json.loads(body).get("kvs"):
-                result["decided_s"] = time.perf_counter() - last_a
-                return
+    def key_is_gone(answer: Any) -> bool:
+        return not answer.get("kvs")
 
+    watcher = _watch_decision(conns["watch"], range_req, a, deadline, key_is_gone, result)
     try:
-        await asyncio.gather(adapter_a(), adapter_b(), watcher())
+        await asyncio.gather(a.beat(keepalive(lease_a)), adapter_b(), watcher)
     finally:
         for conn in conns.values():
             conn.close()

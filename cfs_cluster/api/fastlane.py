@@ -65,10 +65,16 @@ class HeartbeatLane:
         except Exception as exc:  # check_now decides no refusal; anything here is a bug
             done(_unexpected(exc))
             return
-        if who is NOT_NOW:
-            self._run(
-                self._check_then_answer(group_id, session_id, authorization, source, body), done
-            )
+        if who is NOT_NOW:  # a first check, or a refusal: decided (and counted) by check()
+
+            async def checked() -> Reply:
+                try:
+                    await auth.check("POST", HEARTBEAT, authorization, source())
+                except CfsError as exc:
+                    return error_reply(exc, refusal_headers(exc))
+                return await self.reply_authorized(group_id, session_id, body)
+
+            self._run(checked(), done)
             return
         self.answer_authorized(group_id, session_id, body, done)
 
@@ -89,21 +95,11 @@ class HeartbeatLane:
         else:
             self._run(_awaited(outcome), done)
 
-    async def _check_then_answer(
-        self,
-        group_id: str,
-        session_id: str,
-        authorization: bytes | None,
-        source: Callable[[], str],
-        body: bytes,
-    ) -> Reply:
-        try:
-            await self.node.auth.check("POST", HEARTBEAT, authorization, source())
-        except CfsError as exc:
-            return error_reply(exc, refusal_headers(exc))
-        outcome: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self.answer_authorized(group_id, session_id, body, outcome.set_result)
-        return await outcome
+    async def reply_authorized(self, group_id: str, session_id: str, body: bytes) -> Reply:
+        """``answer_authorized`` for a caller that awaits the reply."""
+        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.answer_authorized(group_id, session_id, body, reply.set_result)
+        return await reply
 
     def _run(self, reply: Coroutine[Any, Any, Reply], done: Done) -> None:
         async def run() -> None:

@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cfs_cluster.api.cluster import answer_relay
 from cfs_cluster.api.errors import error_response_parts
-from cfs_cluster.api.fastlane import HEARTBEAT, JSON_HEADERS, HeartbeatLane, Reply
+from cfs_cluster.api.fastlane import HEARTBEAT, JSON_HEADERS, HeartbeatLane
 from cfs_cluster.api.requests import CALLER, FROM_MEMBER, READ_VIEW, SENT_PATH
 from cfs_cluster.api.routes import Match, RouteTable
 from cfs_cluster.cluster.node import Node
@@ -184,9 +183,7 @@ class FrontDoor:
         except CfsError as exc:
             await _send_error(send, exc)
             return
-        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self.lane.answer_authorized(group_id, session_id, body, reply.set_result)
-        status, headers, payload = await reply
+        status, headers, payload = await self.lane.reply_authorized(group_id, session_id, body)
         headers = [*headers, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
