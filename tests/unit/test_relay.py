@@ -16,6 +16,7 @@ import pytest
 import uvloop
 
 from cfs_cluster import engine
+from cfs_cluster.cluster.memberlink import MemberLink
 from cfs_cluster.cluster.relay import Relay, encode_answer
 from cfs_cluster.errors import BadRequest, MemberAuthFailed, NotFound, Unavailable
 from cfs_cluster.protocol.heartbeat import PING_PATH, RELAY_PATH, HeartbeatAnswer, HeartbeatReport
@@ -59,6 +60,7 @@ class Leader:
         self.connections = 0
         self.chunked = False
         self.close_after: int | None = None
+        self.drop_after: int | None = None  # then read one more request and close unanswered
         self.url = ""
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
@@ -87,6 +89,8 @@ class Leader:
                 headers = [tuple(f.split(": ", 1)) for f in fields]
                 length = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
                 body = await reader.readexactly(length)
+                if self.drop_after is not None and answered >= self.drop_after:
+                    break  # as a server closing an idle connection just as a request arrives
                 request = httpx.Request(method, self.url + target, headers=headers, content=body)
                 writer.write(self._encode(self.handle(request)))
                 answered += 1
@@ -299,6 +303,35 @@ def test_a_connection_the_leader_closed_is_replaced_without_an_error(
 
     assert run(scenario()) == [ANSWER] * 3
     assert leader.connections == 3
+
+
+@LOOPS
+def test_a_reused_connection_closed_before_its_answer_is_retried_on_a_new_one(
+    run: Callable[[Any], Any],
+) -> None:
+    """The leader takes the request on a kept-alive connection and closes it unanswered (its
+    idle timeout racing the request): the link sends it again on a fresh connection, once."""
+    leader = Leader(lambda request: httpx.Response(200, json={"ok": True}))
+    leader.drop_after = 1
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        url = await leader.start()
+        link = MemberLink(url, None, connect_timeout=1.0)
+        signer = MemberAuth(lambda: [KEY], "n1")
+
+        async def post() -> tuple[int, bytes]:
+            signed = signer.sign("POST", "/_cluster/x", b"{}", LEADER_ID, None)
+            return await link.post("/_cluster/x", b"{}", [(MEMBER_HEADER, signed)], 1.0)
+
+        try:
+            return [await post() for _ in range(2)]
+        finally:
+            link.close()
+            await leader.stop()
+
+    answers = run(scenario())
+    assert [status for status, _ in answers] == [200, 200]
+    assert leader.connections == 2
 
 
 @LOOPS
