@@ -86,6 +86,7 @@ class Authenticator:
         self._clock = clock
         self._key = os.urandom(32)
         self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
+        self._verifying: dict[bytes, asyncio.Future[engine.User]] = {}  # by header key
         self.backoff = Backoff(settings, clock)
         self.client_address = ClientAddress(settings.trusted_proxies)
         self.hashes_computed = 0  # for tests and benchmarks: checks that cost a hash
@@ -193,6 +194,28 @@ class Authenticator:
         user, verified_before = self._cached(key)
         if user is not None:
             return user
+        # Adapters sharing an account send the same header, and after a restart all at once:
+        # one verification answers every concurrent check of it. Checked one by one, each
+        # would reserve an attempt (a failure until it succeeds) and valid adapters past the
+        # threshold would be answered 429.
+        pending = self._verifying.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                self._verify_basic(authorization, key, source, verified_before)
+            )
+            self._verifying[key] = pending
+            pending.add_done_callback(lambda done: self._settled(key, done))
+        return await asyncio.shield(pending)
+
+    def _settled(self, key: bytes, done: asyncio.Future[engine.User]) -> None:
+        if self._verifying.get(key) is done:
+            del self._verifying[key]
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every waiter may have gone
+
+    async def _verify_basic(
+        self, authorization: bytes, key: bytes, source: str, verified_before: bool
+    ) -> engine.User:
         name, password = _basic(authorization)
         # A header verified before (its entry only expired) re-verifies without waiting: it
         # holds the right password, so a back-off started by someone else must not stop it.

@@ -408,6 +408,30 @@ def test_a_node_behind_without_a_leader_counts_no_account_it_has_not_heard_of() 
     asyncio.run(scenario())
 
 
+def test_many_adapters_sharing_an_account_after_a_restart_are_not_backed_off() -> None:
+    """After a full restart no credential is cached, and every adapter of a plant sends its
+    first heartbeat at once, most with the same account: their concurrent checks of the same
+    header are one verification, not attempts reserved as failures until they succeed (which
+    answered a valid adapter 429 in the compose down/up test). A wrong password sent as often
+    still counts and backs off."""
+
+    async def scenario() -> None:
+        a, _ = _authenticator()  # failures_before_backoff = 3
+        outcomes = await asyncio.gather(
+            *(_attempt(a, basic(*PLC), f"10.0.0.{i}") for i in range(12))
+        )
+        assert outcomes == ["ok"] * 12
+        assert a.hashes_computed == 1
+        wrong = basic(PLC[0], "guess")
+        guesses = await asyncio.gather(*(_attempt(a, wrong, "10.6.6.6") for _ in range(12)))
+        assert set(guesses) == {"401"}  # one check, its answer for all the same header
+        for _ in range(3):  # sent one after the other, each is its own attempt
+            await _attempt(a, basic(PLC[0], "guess-again"), "10.6.6.6")
+        assert await _attempt(a, basic(PLC[0], "yet-another"), "10.6.6.6") == "429"
+
+    asyncio.run(scenario())
+
+
 def test_failures_count_per_source_across_accounts() -> None:
     async def scenario() -> None:
         a, now = _authenticator(source_failures_before_backoff=4)
